@@ -1,1 +1,48 @@
-fn main() {}
+//! `conclave`: the operator's program and the user-facing command line. It wires the library
+//! crates together; decisions live in them (`conclave-attestation` appraises evidence).
+//!
+//! Exit codes: 0 ok / accepted, 1 rejected or failed check, 2 unusable input or usage.
+
+mod input;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Conclave: permissionless, confidential, verifiable distributed training.
+#[derive(Parser)]
+#[command(name = "conclave", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify attestation evidence (SEV-SNP report, TDX quote, or sim bundle) offline.
+    ///
+    /// Checks the signature chain to the vendor root (AMD ARK built in; Intel SGX root pinned),
+    /// certificate and collateral validity at the given time, and the appraisal policy. Prints
+    /// the verdict first, then the key fields and every reason for rejection.
+    /// Exit 0 accepted, 1 rejected, 2 unusable input.
+    Verify(verify::VerifyArgs),
+    /// Produce sim evidence (SEV-SNP report format, signed by a fresh local test root) for
+    /// trying `conclave verify` without TEE hardware. Sim evidence proves nothing.
+    SimEvidence(verify::SimEvidenceArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify(args) => verify::run(args),
+        Command::SimEvidence(args) => verify::sim_evidence(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
