@@ -364,3 +364,63 @@ fn tdx_policy(tdx: &TdxClaims, policy: &Policy, reasons: &mut Vec<Reason>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(status: &str, advisories: &[&str]) -> TdxClaims {
+        TdxClaims {
+            version: 4,
+            body: "TD1.0",
+            td_attributes: attr::SEPT_VE_DISABLE,
+            xfam: 0,
+            mr_td: Measurement([0; 48]),
+            mr_config_id: Measurement([0; 48]),
+            mr_owner: Measurement([0; 48]),
+            mr_owner_config: Measurement([0; 48]),
+            rtmrs: [Measurement([0; 48]); 4],
+            mr_service_td: Measurement([0; 48]),
+            tee_tcb_svn: String::new(),
+            report_data: ReportData([0; 64]),
+            tcb_status: Some(status.into()),
+            advisory_ids: advisories.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn non_up_to_date_tdx_status_is_rejected_by_default() {
+        let mut reasons = Vec::new();
+        tdx_policy(
+            &claims("OutOfDate", &["INTEL-SA-00837"]),
+            &Policy::default(),
+            &mut reasons,
+        );
+        assert_eq!(
+            reasons,
+            vec![
+                Reason::TcbStatusNotAllowed {
+                    status: "OutOfDate".into(),
+                    allowed: "UpToDate".into()
+                },
+                Reason::AdvisoryNotAllowed {
+                    id: "INTEL-SA-00837".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn allowlisted_status_and_advisory_pass() {
+        let mut policy = Policy::default();
+        policy.tdx.allowed_status.push("SWHardeningNeeded".into());
+        policy.tdx.allowed_advisories.push("INTEL-SA-00615".into());
+        let mut reasons = Vec::new();
+        tdx_policy(
+            &claims("SWHardeningNeeded", &["INTEL-SA-00615"]),
+            &policy,
+            &mut reasons,
+        );
+        assert_eq!(reasons, vec![]);
+    }
+}

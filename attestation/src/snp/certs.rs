@@ -195,10 +195,11 @@ pub fn vek_extensions(cert: &Certificate) -> Result<VekExtensions, CertError> {
                 })?,
         ),
     };
-    // Older VCEKs store hwID as the raw 64 bytes, newer ones as a DER OCTET STRING.
+    // Older VCEKs store hwID as the raw bytes (64; 8 on Turin), newer ones as a DER OCTET
+    // STRING (66 or 10 bytes), so the length tells them apart.
     let hw_id = match ext_value(cert, OID_HW_ID) {
         None => None,
-        Some(v) if v.len() == 64 => Some(v.to_vec()),
+        Some(v) if v.len() == 64 || v.len() == 8 => Some(v.to_vec()),
         Some(v) => Some(
             OctetString::from_der(v)
                 .map(|o| o.as_bytes().to_vec())

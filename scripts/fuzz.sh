@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for SECONDS seconds each (default 10), seeded from the real
+# vectors in ../shared/vectors. Needs a nightly toolchain; installs cargo-fuzz if missing.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}; shift || true
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(snp_report tdx_quote envelope evidence)
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "fuzz: no nightly toolchain here; skipping (install one with 'rustup toolchain install nightly')"
+  exit 0
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+vectors=${CONCLAVE_VECTORS:-../shared/vectors}
+seed() { # target -> seed corpus folder
+  local dir=fuzz/corpus/$1; mkdir -p "$dir"
+  case $1 in
+    snp_report) cp "$vectors"/snp/go-sev-guest-debug/attestation.bin "$vectors"/snp/dstack-milan-v3/sev_snp_report_extracted.bin "$dir"/ 2>/dev/null || true ;;
+    tdx_quote) cp "$vectors"/tdx/dcap-qvl/tdx_quote "$vectors"/tdx/dcap-qvl/tdx_quote_outdated "$dir"/ 2>/dev/null || true ;;
+  esac
+  echo "$dir"
+}
+for t in "${targets[@]}"; do
+  dir=$(seed "$t")
+  echo "fuzz: $t for ${secs}s"
+  cargo +nightly fuzz run "$t" "$dir" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \
+    | grep -E "^(#[0-9]+ +DONE|Done|==[0-9]+==|SUMMARY|thread|panicked)" || true
+  # cargo fuzz exits non-zero on a crash; PIPESTATUS keeps that.
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz: $t found a crash (see fuzz/artifacts/$t)"; exit 1; }
+done

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README): every crate's unit, integration and doc tests.
+# Real attestation vectors are read from ../shared/vectors (override with CONCLAVE_VECTORS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+vectors=${CONCLAVE_VECTORS:-../shared/vectors}
+if [ ! -f "$vectors/README.md" ]; then
+  echo "test: the shared vectors are missing at $vectors (clone ../shared beside the project, or set CONCLAVE_VECTORS)" >&2
+  exit 2
+fi
+export CONCLAVE_VECTORS=$(cd "$vectors" && pwd)
+cargo test --workspace --all-targets
+cargo test --workspace --doc
