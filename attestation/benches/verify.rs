@@ -91,10 +91,20 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("tdx");
     g.bench_function("appraise", |b| {
-        b.iter(|| appraise(black_box(&tdx_evidence), &tdx_endorsements, &policy, TDX_NOW).unwrap())
+        b.iter(|| {
+            appraise(
+                black_box(&tdx_evidence),
+                &tdx_endorsements,
+                &policy,
+                TDX_NOW,
+            )
+            .unwrap()
+        })
     });
     g.bench_function("dcap-qvl-reference", |b| {
-        b.iter(|| dcap_qvl::verify::rustcrypto::verify(black_box(&quote), &collateral, TDX_NOW.0).unwrap())
+        b.iter(|| {
+            dcap_qvl::verify::rustcrypto::verify(black_box(&quote), &collateral, TDX_NOW.0).unwrap()
+        })
     });
     g.finish();
 

@@ -141,7 +141,7 @@ impl AcceptedEvidence {
 impl Appraisal {
     /// The accepted evidence, or `None` when rejected.
     pub fn accepted(&self) -> Option<AcceptedEvidence> {
-        (self.verdict == Verdict::Accepted).then(|| AcceptedEvidence {
+        (self.verdict == Verdict::Accepted).then_some(AcceptedEvidence {
             tee: self.tee,
             evidence_hash: self.evidence_hash,
             measurement: self.claims.measurement,

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::snp::report::{TcbComponent, TcbVersion};
 use crate::types::{HostData, Measurement, ReportData};
 
-/// The whole policy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The whole policy. Its default is the strict policy described above.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Accept `sim` evidence (no hardware behind it). Off by default; development only.
@@ -33,21 +33,6 @@ pub struct Policy {
     pub snp: SnpPolicy,
     /// TDX specific rules.
     pub tdx: TdxPolicy,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            allow_sim: false,
-            allow_debug: false,
-            allow_migration: false,
-            max_vmpl: 0,
-            measurements: Vec::new(),
-            report_data: None,
-            snp: SnpPolicy::default(),
-            tdx: TdxPolicy::default(),
-        }
-    }
 }
 
 /// Minimum values per TCB component; a component left out is not checked.

@@ -48,7 +48,12 @@ fn envelope_from_an_attested_bound_key_verifies() {
     let wire = env.encode();
     let got = Envelope::decode(&wire)
         .unwrap()
-        .verify_as("conclave/v1/job/a1", "round-receipt", &accept(&e.evidence), &ctx())
+        .verify_as(
+            "conclave/v1/job/a1",
+            "round-receipt",
+            &accept(&e.evidence),
+            &ctx(),
+        )
         .unwrap();
     assert_eq!(got, e.key.address());
 }
@@ -56,9 +61,12 @@ fn envelope_from_an_attested_bound_key_verifies() {
 #[test]
 fn tampered_envelope_fails() {
     let e = enclave(1, &ctx());
-    let env = e
-        .key
-        .seal("conclave/v1/job/a1", "update", vec![0u8; 64], e.evidence.hash());
+    let env = e.key.seal(
+        "conclave/v1/job/a1",
+        "update",
+        vec![0u8; 64],
+        e.evidence.hash(),
+    );
     let accepted = accept(&e.evidence);
     let mut payload = env.clone();
     payload.payload[10] ^= 1;
@@ -135,6 +143,15 @@ fn envelope_naming_other_evidence_fails() {
 #[test]
 fn rejected_evidence_yields_no_accepted_evidence() {
     let e = enclave(1, &ctx());
-    let a = appraise(&e.evidence, &Endorsements::default(), &Policy::default(), SNP_NOW).unwrap();
-    assert!(a.accepted().is_none(), "sim under the default policy is rejected");
+    let a = appraise(
+        &e.evidence,
+        &Endorsements::default(),
+        &Policy::default(),
+        SNP_NOW,
+    )
+    .unwrap();
+    assert!(
+        a.accepted().is_none(),
+        "sim under the default policy is rejected"
+    );
 }

@@ -134,7 +134,9 @@ fn a_foreign_ark_is_not_trusted() {
         .extend(conclave_attestation::snp::certs::load_certs(sim_ark).unwrap());
     let a = appraise(&e, &c, &Policy::default(), SNP_NOW).unwrap();
     assert!(
-        a.reasons.iter().any(|r| matches!(r, Reason::ArkNotTrusted { .. })),
+        a.reasons
+            .iter()
+            .any(|r| matches!(r, Reason::ArkNotTrusted { .. })),
         "{:?}",
         a.reasons
     );
@@ -209,7 +211,9 @@ fn sim_report_relabelled_as_hardware_fails_the_amd_chain() {
     e.tee = Tee::Snp;
     let a = appraise(&e, &Endorsements::default(), &allow_sim(), SNP_NOW).unwrap();
     assert!(
-        a.reasons.iter().any(|r| matches!(r, Reason::ArkNotTrusted { .. })),
+        a.reasons
+            .iter()
+            .any(|r| matches!(r, Reason::ArkNotTrusted { .. })),
         "{:?}",
         a.reasons
     );
@@ -243,7 +247,12 @@ fn expired_sim_chain_is_rejected() {
         .iter()
         .filter(|r| matches!(r, Reason::CertificateExpired { .. }))
         .collect();
-    assert_eq!(expired.len(), 3, "ARK, ASK and VCEK all expired: {:?}", a.reasons);
+    assert_eq!(
+        expired.len(),
+        3,
+        "ARK, ASK and VCEK all expired: {:?}",
+        a.reasons
+    );
 }
 
 #[test]
@@ -328,8 +337,16 @@ fn tdx_debug_td_is_rejected() {
 fn tdx_without_sept_ve_disable_or_migratable_is_rejected() {
     let (e, c) = t1_with(|q| q[171] = 0x20); // clear bit 28, set bit 29 (MIGRATABLE)
     let a = appraise(&e, &c, &Policy::default(), TDX_NOW).unwrap();
-    assert!(a.reasons.contains(&Reason::SeptVeNotDisabled), "{:?}", a.reasons);
-    assert!(a.reasons.contains(&Reason::MigratableGuest), "{:?}", a.reasons);
+    assert!(
+        a.reasons.contains(&Reason::SeptVeNotDisabled),
+        "{:?}",
+        a.reasons
+    );
+    assert!(
+        a.reasons.contains(&Reason::MigratableGuest),
+        "{:?}",
+        a.reasons
+    );
 }
 
 #[test]
@@ -337,7 +354,9 @@ fn tdx_service_td_is_rejected_by_default() {
     let (e, c) = t1_with(|q| q[170] |= 0x02); // SEC bit 17: SERVTD_EXT
     let a = appraise(&e, &c, &Policy::default(), TDX_NOW).unwrap();
     assert!(
-        a.reasons.iter().any(|r| matches!(r, Reason::ServiceTd { .. })),
+        a.reasons
+            .iter()
+            .any(|r| matches!(r, Reason::ServiceTd { .. })),
         "{:?}",
         a.reasons
     );
@@ -367,13 +386,17 @@ fn tdx_mrtd_and_rtmr_allowlists_are_enforced() {
     };
     policy.tdx.rtmr1 = vec![Measurement([3; 48])];
     let a = appraise(&e, &c, &policy, TDX_NOW).unwrap();
-    assert!(matches!(
-        &a.reasons[..],
-        [
-            Reason::RtmrNotAllowed { index: 1, .. },
-            Reason::MeasurementNotAllowed { .. }
-        ]
-    ), "{:?}", a.reasons);
+    assert!(
+        matches!(
+            &a.reasons[..],
+            [
+                Reason::RtmrNotAllowed { index: 1, .. },
+                Reason::MeasurementNotAllowed { .. }
+            ]
+        ),
+        "{:?}",
+        a.reasons
+    );
 }
 
 #[test]

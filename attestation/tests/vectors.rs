@@ -80,7 +80,11 @@ fn go_sev_guest_debug_report_verifies_but_is_rejected_as_debug() {
         "snp/go-sev-guest-debug/ask_ark_milan.pem",
     ]);
     let a = appraise(&e, &c, &Policy::default(), SNP_NOW).unwrap();
-    assert_eq!(a.reasons, vec![Reason::DebugGuest], "only the debug rule fails");
+    assert_eq!(
+        a.reasons,
+        vec![Reason::DebugGuest],
+        "only the debug rule fails"
+    );
     let lenient = Policy {
         allow_debug: true,
         ..Policy::default()

@@ -128,7 +128,10 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
         .with_context(|| format!("appraising {}", args.evidence.display()))?;
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&appraisal, at))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&appraisal, at))?
+        );
     } else {
         print_human(&appraisal, at);
     }
@@ -183,7 +186,10 @@ fn print_human(a: &Appraisal, at: DateTime<Utc>) {
         println!("measurement   {}", c.measurement);
         println!("report_data   {}", c.report_data);
         println!("host_data     {}", s.host_data);
-        println!("report        v{} {} signed by {:?}", s.version, s.generation, s.signing_key);
+        println!(
+            "report        v{} {} signed by {:?}",
+            s.version, s.generation, s.signing_key
+        );
         println!(
             "policy        {:#x} (debug {}, migrate_ma {}, smt {})",
             s.policy,

@@ -124,10 +124,12 @@ fn tdx_quote_is_accepted_in_window_and_rejected_after() {
     let a = args("2025-07-20T10:00:35Z");
     let (code, j) = json(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 1);
-    assert!(j["reasons"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("TCBInfo expired"));
+    assert!(
+        j["reasons"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TCBInfo expired")
+    );
 }
 
 #[test]
@@ -141,10 +143,12 @@ fn tdx_outdated_quote_is_rejected() {
         "2026-03-01T00:00:00Z",
     ]);
     assert_eq!(code, 1);
-    assert!(j["reasons"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("No matching TCB level"));
+    assert!(
+        j["reasons"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No matching TCB level")
+    );
 }
 
 #[test]
@@ -163,7 +167,10 @@ fn sim_evidence_is_rejected_unless_allowed_and_always_labelled() {
     assert_eq!(j["sim"], true);
     let (code, out, _) = conclave(&["verify", p, "--allow-sim"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("verdict       ACCEPTED"), "verdict line first: {out}");
+    assert!(
+        out.starts_with("verdict       ACCEPTED"),
+        "verdict line first: {out}"
+    );
     assert!(out.contains("SIM"), "{out}");
 }
 

@@ -35,5 +35,10 @@ pub const TDX_NOW: UnixTime = UnixTime(1_751_328_000);
 pub const TDX_OUTDATED_NOW: UnixTime = UnixTime(1_772_323_200);
 
 pub fn milan_report_s1() -> Vec<u8> {
-    hex::decode(String::from_utf8(read("snp/virtee-milan/report_milan.hex")).unwrap().trim()).unwrap()
+    hex::decode(
+        String::from_utf8(read("snp/virtee-milan/report_milan.hex"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap()
 }
