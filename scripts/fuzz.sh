@@ -23,8 +23,14 @@ seed() { # target -> seed corpus folder
 for t in "${targets[@]}"; do
   dir=$(seed "$t")
   echo "fuzz: $t for ${secs}s"
-  cargo +nightly fuzz run "$t" "$dir" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \
-    | grep -E "^(#[0-9]+ +DONE|Done|==[0-9]+==|SUMMARY|thread|panicked)" || true
-  # cargo fuzz exits non-zero on a crash; PIPESTATUS keeps that.
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz: $t found a crash (see fuzz/artifacts/$t)"; exit 1; }
+  log=$(mktemp)
+  rc=0
+  cargo +nightly fuzz run "$t" "$dir" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1 || rc=$?
+  grep -E "^(Done|==[0-9]+==|SUMMARY|thread .* panicked|error)" "$log" || true
+  if [ "$rc" -ne 0 ]; then
+    tail -40 "$log"
+    echo "fuzz: $t failed (exit $rc); crashing inputs are in fuzz/artifacts/$t"
+    exit 1
+  fi
+  rm -f "$log"
 done
