@@ -140,7 +140,9 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .accepted()
         .unwrap();
-    let env = key.seal("conclave/v1/bench", "update", vec![7u8; 4096], ev.hash());
+    let env = key
+        .seal("conclave/v1/bench", "update", vec![7u8; 4096], ev.hash())
+        .unwrap();
     let wire = env.encode();
     let mut g = c.benchmark_group("envelope");
     g.bench_function("verify", |b| {

@@ -184,13 +184,24 @@ impl EnclaveKey {
     }
 
     /// Wraps `payload` in a signed envelope naming `evidence_hash` as the key's evidence.
+    /// Refuses a domain or kind that is not printable ASCII of at most [`MAX_TAG`] bytes, and a
+    /// payload over [`MAX_PAYLOAD`], so every sealed envelope also decodes.
     pub fn seal(
         &self,
         domain: &str,
         kind: &str,
         payload: Vec<u8>,
         evidence_hash: EvidenceHash,
-    ) -> Envelope {
+    ) -> Result<Envelope, EnvelopeError> {
+        check_tag("domain", domain.as_bytes())?;
+        check_tag("kind", kind.as_bytes())?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(EnvelopeError::FieldTooLarge {
+                field: "payload",
+                len: payload.len(),
+                max: MAX_PAYLOAD,
+            });
+        }
         let mut env = Envelope {
             domain: domain.to_string(),
             kind: kind.to_string(),
@@ -200,8 +211,22 @@ impl EnclaveKey {
             signature: [0u8; 65],
         };
         env.signature = self.sign_statement(&env.statement());
-        env
+        Ok(env)
     }
+}
+
+fn check_tag(field: &'static str, b: &[u8]) -> Result<(), EnvelopeError> {
+    if b.len() > MAX_TAG {
+        return Err(EnvelopeError::FieldTooLarge {
+            field,
+            len: b.len(),
+            max: MAX_TAG,
+        });
+    }
+    if !b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        return Err(EnvelopeError::BadTag { field });
+    }
+    Ok(())
 }
 
 fn eth_message_digest(statement: &[u8; 32]) -> [u8; 32] {
@@ -359,9 +384,7 @@ impl Envelope {
                 });
             }
             let b = take(len, field)?;
-            if !b.iter().all(|c| (0x20..0x7f).contains(c)) {
-                return Err(EnvelopeError::BadTag { field });
-            }
+            check_tag(field, b)?;
             Ok(b.iter().map(|&c| c as char).collect())
         };
         let domain = tag("domain")?;
@@ -423,12 +446,14 @@ mod tests {
     #[test]
     fn seal_then_recover_gives_the_signer() {
         let k = key();
-        let env = k.seal(
-            "conclave/v1/test",
-            "note",
-            b"hello".to_vec(),
-            EvidenceHash([1; 32]),
-        );
+        let env = k
+            .seal(
+                "conclave/v1/test",
+                "note",
+                b"hello".to_vec(),
+                EvidenceHash([1; 32]),
+            )
+            .unwrap();
         assert_eq!(env.recover_signer().unwrap().0, k.address());
         assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
     }
@@ -436,12 +461,14 @@ mod tests {
     #[test]
     fn every_tampered_byte_fails() {
         let k = key();
-        let env = k.seal(
-            "conclave/v1/test",
-            "note",
-            b"payload".to_vec(),
-            EvidenceHash([9; 32]),
-        );
+        let env = k
+            .seal(
+                "conclave/v1/test",
+                "note",
+                b"payload".to_vec(),
+                EvidenceHash([9; 32]),
+            )
+            .unwrap();
         let wire = env.encode();
         for i in 8..wire.len() {
             let mut w = wire.clone();
@@ -452,6 +479,23 @@ mod tests {
                 .is_some_and(|(a, _)| a == k.address());
             assert!(!ok, "flipping byte {i} still verified");
         }
+    }
+
+    #[test]
+    fn seal_refuses_what_could_not_decode() {
+        let k = key();
+        let long = "d".repeat(MAX_TAG + 1);
+        assert!(matches!(
+            k.seal(&long, "k", vec![], EvidenceHash([0; 32])),
+            Err(EnvelopeError::FieldTooLarge {
+                field: "domain",
+                ..
+            })
+        ));
+        assert!(matches!(
+            k.seal("d", "k\n", vec![], EvidenceHash([0; 32])),
+            Err(EnvelopeError::BadTag { field: "kind" })
+        ));
     }
 
     proptest! {
@@ -466,7 +510,7 @@ mod tests {
         #[test]
         fn round_trip(domain in "[a-z/0-9]{0,40}", kind in "[a-z-]{0,20}",
                       payload in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let env = key().seal(&domain, &kind, payload, EvidenceHash([3; 32]));
+            let env = key().seal(&domain, &kind, payload, EvidenceHash([3; 32])).unwrap();
             prop_assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
         }
     }

@@ -39,12 +39,15 @@ fn accept(e: &Evidence) -> AcceptedEvidence {
 #[test]
 fn envelope_from_an_attested_bound_key_verifies() {
     let e = enclave(1, &ctx());
-    let env = e.key.seal(
-        "conclave/v1/job/a1",
-        "round-receipt",
-        b"round 1".to_vec(),
-        e.evidence.hash(),
-    );
+    let env = e
+        .key
+        .seal(
+            "conclave/v1/job/a1",
+            "round-receipt",
+            b"round 1".to_vec(),
+            e.evidence.hash(),
+        )
+        .unwrap();
     let wire = env.encode();
     let got = Envelope::decode(&wire)
         .unwrap()
@@ -61,12 +64,15 @@ fn envelope_from_an_attested_bound_key_verifies() {
 #[test]
 fn tampered_envelope_fails() {
     let e = enclave(1, &ctx());
-    let env = e.key.seal(
-        "conclave/v1/job/a1",
-        "update",
-        vec![0u8; 64],
-        e.evidence.hash(),
-    );
+    let env = e
+        .key
+        .seal(
+            "conclave/v1/job/a1",
+            "update",
+            vec![0u8; 64],
+            e.evidence.hash(),
+        )
+        .unwrap();
     let accepted = accept(&e.evidence);
     let mut payload = env.clone();
     payload.payload[10] ^= 1;
@@ -86,7 +92,9 @@ fn tampered_envelope_fails() {
 fn forged_signature_by_another_key_fails() {
     let e = enclave(1, &ctx());
     let forger = EnclaveKey::from_bytes(&[9; 32]).unwrap();
-    let mut env = forger.seal("d", "k", b"x".to_vec(), e.evidence.hash());
+    let mut env = forger
+        .seal("d", "k", b"x".to_vec(), e.evidence.hash())
+        .unwrap();
     env.signer = e.key.address(); // claims to be the attested enclave
     assert!(matches!(
         env.verify(&accept(&e.evidence), &ctx()),
@@ -99,7 +107,9 @@ fn key_not_bound_by_the_evidence_fails() {
     // The evidence is genuine (accepted), but binds a different key.
     let e = enclave(1, &ctx());
     let other = EnclaveKey::from_bytes(&[2; 32]).unwrap();
-    let env = other.seal("d", "k", b"x".to_vec(), e.evidence.hash());
+    let env = other
+        .seal("d", "k", b"x".to_vec(), e.evidence.hash())
+        .unwrap();
     assert!(matches!(
         env.verify(&accept(&e.evidence), &ctx()),
         Err(EnvelopeError::KeyNotBound { .. })
@@ -109,7 +119,10 @@ fn key_not_bound_by_the_evidence_fails() {
 #[test]
 fn replayed_nonce_or_other_job_fails() {
     let e = enclave(1, &ctx());
-    let env = e.key.seal("d", "k", b"x".to_vec(), e.evidence.hash());
+    let env = e
+        .key
+        .seal("d", "k", b"x".to_vec(), e.evidence.hash())
+        .unwrap();
     let accepted = accept(&e.evidence);
     let replay = BindingContext {
         nonce: Nonce([0xC3; 32]),
@@ -133,7 +146,10 @@ fn replayed_nonce_or_other_job_fails() {
 fn envelope_naming_other_evidence_fails() {
     let a = enclave(1, &ctx());
     let b = enclave(2, &ctx());
-    let env = a.key.seal("d", "k", b"x".to_vec(), a.evidence.hash());
+    let env = a
+        .key
+        .seal("d", "k", b"x".to_vec(), a.evidence.hash())
+        .unwrap();
     assert!(matches!(
         env.verify(&accept(&b.evidence), &ctx()),
         Err(EnvelopeError::EvidenceMismatch { .. })

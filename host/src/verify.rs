@@ -104,8 +104,9 @@ fn parse_time(at: Option<&str>) -> Result<DateTime<Utc>> {
 /// Runs `conclave verify`.
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let raw = read_bounded(&args.evidence, 4 * MAX_EVIDENCE)?;
-    let bytes = decode_text(&raw);
-    let evidence = Evidence::decode(&bytes)
+    // Raw bytes first; only if they are not evidence, try them as hex or base64 text.
+    let evidence = Evidence::decode(&raw)
+        .or_else(|_| Evidence::decode(&decode_text(&raw)))
         .with_context(|| format!("reading evidence {}", args.evidence.display()))?;
 
     let mut endorsements = Endorsements::default();
