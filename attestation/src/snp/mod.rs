@@ -105,7 +105,7 @@ pub(crate) fn check_authenticity(
     let mut chain: Vec<(CertRole, Certificate)> = Vec::new();
     match root {
         Root::Amd => check_amd_chain(report, &roles, vek_role, &vek, &mut chain, reasons),
-        Root::Sim => check_sim_chain(&roles, vek_role, &vek, &mut chain, reasons),
+        Root::Sim => check_sim_chain(&roles, &vek, &mut chain, reasons),
     }
     chain.push((vek_role, vek.clone()));
 
@@ -260,7 +260,6 @@ fn check_amd_chain(
 
 fn check_sim_chain(
     roles: &Roles,
-    vek_role: CertRole,
     vek: &Certificate,
     chain: &mut Vec<(CertRole, Certificate)>,
     reasons: &mut Vec<Reason>,
@@ -290,7 +289,6 @@ fn check_sim_chain(
             return;
         }
     }
-    let _ = vek_role;
     chain.push((CertRole::Ark, ark.clone()));
     chain.push((*signer_role, signer.clone()));
 }
