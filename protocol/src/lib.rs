@@ -1,0 +1,17 @@
+//! # conclave-protocol
+//!
+//! What the parties of Conclave say to each other, as bytes: the sparse compressed update that
+//! trainers exchange every round ([`update`]), and the small packings it is made of ([`pack`]).
+//! Every decoder here bounds its sizes before allocating, never panics on input, and names what
+//! was wrong. Nothing here depends on tch or tokio: this crate is what a verifier outside the
+//! enclave links.
+//!
+//! Start reading at [`update::SparseUpdate`].
+
+pub mod pack;
+pub mod update;
+
+pub use update::{
+    BlockShape, Codebook, DecodeLimits, IndexEncoding, SparseUpdate, TensorUpdate, Transform,
+    UpdateError, UpdateHash, ValueEncoding, Values,
+};
