@@ -332,6 +332,11 @@ impl TensorUpdate {
         }
     }
 
+    /// Checks this tensor as [`SparseUpdate::decode`] would.
+    pub fn validate(&self, limits: &DecodeLimits) -> Result<(), UpdateError> {
+        self.check(limits)
+    }
+
     fn check(&self, limits: &DecodeLimits) -> Result<(), UpdateError> {
         let t = || self.name.clone();
         if self.name.is_empty() {

@@ -1,0 +1,311 @@
+//! `conclave-enclave`: the program inside the VM, and the tools that run its parts on files.
+//!
+//! Exit codes: 0 success, 1 a check failed, 2 unusable input or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use conclave_enclave::codec::{self, Codec, CodecConfig, IndexChoice, TopkRule};
+use conclave_enclave::tensors::{self, NamedTensor};
+use conclave_protocol::update::hash_bytes;
+use conclave_protocol::{DecodeLimits, IndexEncoding, SparseUpdate, Transform, ValueEncoding};
+
+#[derive(Parser)]
+#[command(
+    name = "conclave-enclave",
+    version,
+    about = "The Conclave enclave program and its file tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the DeMo / SparseLoCo codec on files, to compare it with another implementation.
+    #[command(subcommand)]
+    Codec(CodecCommand),
+}
+
+#[derive(Subcommand)]
+enum CodecCommand {
+    /// Compress every tensor of a safetensors file into one sparse update.
+    Encode(EncodeArgs),
+    /// Decode one update, or aggregate several (the mean over the peers that kept each
+    /// position), into dense tensors.
+    Decode(DecodeArgs),
+    /// Print what an update holds.
+    Inspect {
+        /// The update file.
+        update: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ValuesArg {
+    F32,
+    Bf16,
+    #[value(name = "2bit")]
+    TwoBit,
+    #[value(name = "1bit")]
+    OneBit,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IndexArg {
+    /// The fewest bytes (Elias–Fano for sparse blocks).
+    Smallest,
+    /// The narrowest integer for the block size (u8/u16/u32).
+    Narrowest,
+    #[value(name = "12bit")]
+    Packed12,
+    EliasFano,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuleArg {
+    Demo,
+    Templar,
+}
+
+#[derive(Args)]
+struct EncodeArgs {
+    /// Tensors to compress (F32, F64, F16 or BF16 safetensors).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Where to write the update.
+    #[arg(long)]
+    out: PathBuf,
+    /// Positions kept per block.
+    #[arg(long, default_value_t = 32)]
+    topk: usize,
+    /// Target block side (the largest divisor of each dimension at most this).
+    #[arg(long, default_value_t = 64)]
+    chunk: usize,
+    /// Value encoding.
+    #[arg(long, value_enum, default_value = "f32")]
+    values: ValuesArg,
+    /// Keep blocks as they are (Templar since mid-2025) instead of the DCT.
+    #[arg(long)]
+    no_dct: bool,
+    /// Index encoding.
+    #[arg(long, value_enum, default_value = "smallest")]
+    index: IndexArg,
+    /// How k is fitted to small blocks: DeMo clamps to [1, block]; Templar keeps it even.
+    #[arg(long, value_enum, default_value = "demo")]
+    topk_rule: RuleArg,
+    /// Also write what was not transmitted (the error-feedback residual).
+    #[arg(long)]
+    residual: Option<PathBuf>,
+    /// Machine-readable summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DecodeArgs {
+    /// Update files; several are aggregated.
+    #[arg(long = "in", required = true)]
+    input: Vec<PathBuf>,
+    /// Where to write the dense tensors (f32 safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Scale each peer down to the median norm before averaging (Templar).
+    #[arg(long)]
+    clip_median_norm: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Codec(CodecCommand::Encode(a)) => encode(a),
+        Command::Codec(CodecCommand::Decode(a)) => decode(a),
+        Command::Codec(CodecCommand::Inspect { update, json }) => inspect(update, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn encode(a: EncodeArgs) -> Result<ExitCode> {
+    if a.topk == 0 || a.chunk == 0 {
+        bail!("--topk and --chunk must be at least 1");
+    }
+    let config = CodecConfig {
+        chunk: a.chunk,
+        topk: a.topk,
+        transform: if a.no_dct {
+            Transform::Identity
+        } else {
+            Transform::Dct
+        },
+        values: match a.values {
+            ValuesArg::F32 => ValueEncoding::F32,
+            ValuesArg::Bf16 => ValueEncoding::Bf16,
+            ValuesArg::TwoBit => ValueEncoding::TwoBit,
+            ValuesArg::OneBit => ValueEncoding::OneBit,
+        },
+        index: match a.index {
+            IndexArg::Smallest => IndexChoice::Smallest,
+            IndexArg::Narrowest => IndexChoice::Narrowest,
+            IndexArg::Packed12 => IndexChoice::Prefer(IndexEncoding::Packed12),
+            IndexArg::EliasFano => IndexChoice::Prefer(IndexEncoding::EliasFano),
+        },
+        topk_rule: match a.topk_rule {
+            RuleArg::Demo => TopkRule::Demo,
+            RuleArg::Templar => TopkRule::Templar,
+        },
+    };
+    let codec = Codec::new(config);
+    let mut inputs = tensors::read(&a.input)?;
+    if inputs.is_empty() {
+        bail!("{} holds no tensors", a.input.display());
+    }
+    let mut update = SparseUpdate {
+        transform: config.transform,
+        tensors: Vec::with_capacity(inputs.len()),
+    };
+    let mut params = 0usize;
+    for t in &mut inputs {
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            bail!("tensor {:?}: element {i} is not finite", t.name);
+        }
+        params += t.data.len();
+        update
+            .tensors
+            .push(codec.compress(&t.name, &t.shape, &mut t.data));
+    }
+    let bytes = update.encode().context("encoding the update")?;
+    tensors::write_atomic(&a.out, &bytes)?;
+    if let Some(r) = &a.residual {
+        tensors::write(r, &inputs)?;
+    }
+    let per4096 = bytes.len() as f64 * 4096.0 / params as f64;
+    if a.json {
+        let v = serde_json::json!({
+            "tensors": update.tensors.len(),
+            "parameters": params,
+            "bytes": bytes.len(),
+            "bytes_per_4096_parameters": per4096,
+            "hash": hash_bytes(&bytes).to_string(),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} tensors, {params} parameters → {} bytes ({per4096:.2} B per 4096 parameters, {:.1}× smaller than f32)",
+            update.tensors.len(),
+            bytes.len(),
+            params as f64 * 4.0 / bytes.len() as f64
+        );
+        println!("hash {}", hash_bytes(&bytes));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_update(path: &PathBuf) -> Result<SparseUpdate> {
+    let limits = DecodeLimits::default();
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > limits.max_bytes as u64 {
+        bail!(
+            "{}: {} bytes, over the limit of {}",
+            path.display(),
+            meta.len(),
+            limits.max_bytes
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    SparseUpdate::decode(&bytes, &limits).with_context(|| format!("decoding {}", path.display()))
+}
+
+fn decode(a: DecodeArgs) -> Result<ExitCode> {
+    let updates = a
+        .input
+        .iter()
+        .map(read_update)
+        .collect::<Result<Vec<_>>>()?;
+    let transform = updates[0].transform;
+    if updates.iter().any(|u| u.transform != transform) {
+        bail!("the updates use different transforms (DCT and none): they cannot be aggregated");
+    }
+    let mut names: Vec<&str> = updates
+        .iter()
+        .flat_map(|u| u.tensors.iter().map(|t| t.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let peers: Vec<_> = updates
+            .iter()
+            .filter_map(|u| u.tensors.iter().find(|t| t.name == name))
+            .collect();
+        let data = codec::aggregate(&peers, transform, a.clip_median_norm)
+            .with_context(|| format!("aggregating {name:?}"))?;
+        out.push(NamedTensor {
+            name: name.to_owned(),
+            shape: peers[0].shape.iter().map(|&d| d as usize).collect(),
+            data,
+        });
+    }
+    tensors::write(&a.out, &out)?;
+    println!(
+        "{} tensors from {} update(s) → {}",
+        out.len(),
+        updates.len(),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(path: PathBuf, json: bool) -> Result<ExitCode> {
+    let u = read_update(&path)?;
+    let bytes = u.encode()?;
+    if json {
+        let tensors: Vec<_> = u
+            .tensors
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "shape": t.shape, "block": [t.block.rows, t.block.cols],
+                    "k": t.k, "index": t.index_encoding.to_string(),
+                    "values": t.values.encoding().to_string(),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "transform": format!("{:?}", u.transform).to_lowercase(),
+            "bytes": bytes.len(), "hash": hash_bytes(&bytes).to_string(), "tensors": tensors,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "sparse update v1, transform {:?}, {} bytes, hash {}",
+            u.transform,
+            bytes.len(),
+            hash_bytes(&bytes)
+        );
+        for t in &u.tensors {
+            println!(
+                "  {:<40} {:?} block {}×{} k {} {} indices, {} values",
+                t.name,
+                t.shape,
+                t.block.rows,
+                t.block.cols,
+                t.k,
+                t.index_encoding,
+                t.values.encoding()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
