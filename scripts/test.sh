@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command (README): every crate's unit, integration and doc tests.
+# The project's test command (README): sets up the Python venv (libtorch for tch, and the
+# reference oracles detonation and toploc), then every crate's unit, integration and doc tests.
 # Real attestation vectors are read from ../shared/vectors (override with CONCLAVE_VECTORS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,5 +10,7 @@ if [ ! -f "$vectors/README.md" ]; then
   exit 2
 fi
 export CONCLAVE_VECTORS=$(cd "$vectors" && pwd)
+bash scripts/setup-python.sh
+source scripts/env.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

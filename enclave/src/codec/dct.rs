@@ -57,13 +57,20 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 pub struct Scratch {
     /// `C₁ · stripe`: n1 × cols.
     t: Vec<f32>,
-    /// One block: n1 × n2.
+    /// One block (decode), or a panel's coefficients (encode).
     u: Vec<f32>,
+    /// One block's coefficients, contiguous.
+    block: Vec<f32>,
     nonzero_rows: Vec<bool>,
 }
 
 /// Encodes one stripe (`n1` rows × `cols`, row-major) and calls `f(block, coefficients)` for
 /// each of its `cols / n2` blocks, left to right.
+///
+/// Two matrix products per panel of blocks, `T = C₁ · S` then `U = T · C₂ᵀ` (the second with
+/// every block of the panel stacked into one tall matrix), through `matrixmultiply`'s packed
+/// kernels. Encoding only feeds this operator's own selection, so its rounding need not match
+/// other machines; decoding, which every operator must agree on, uses [`decode_sparse_into`].
 pub fn encode_stripe(
     stripe: &[f32],
     cols: usize,
@@ -72,60 +79,74 @@ pub fn encode_stripe(
     s: &mut Scratch,
     f: &mut dyn FnMut(usize, &[f32]),
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        unsafe { encode_stripe_fma(stripe, cols, b1, b2, s, f) };
-        return;
-    }
-    encode_stripe_impl(stripe, cols, b1, b2, s, f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn encode_stripe_fma(
-    stripe: &[f32],
-    cols: usize,
-    b1: &Basis,
-    b2: &Basis,
-    s: &mut Scratch,
-    f: &mut dyn FnMut(usize, &[f32]),
-) {
-    encode_stripe_impl(stripe, cols, b1, b2, s, f)
-}
-
-#[inline(always)]
-fn encode_stripe_impl(
-    stripe: &[f32],
-    cols: usize,
-    b1: &Basis,
-    b2: &Basis,
-    s: &mut Scratch,
-    f: &mut dyn FnMut(usize, &[f32]),
-) {
     let (n1, n2) = (b1.n, b2.n);
-    s.t.clear();
-    s.t.resize(n1 * cols, 0.0);
-    // T = C₁ · S, row by row over the full stripe width.
-    for b in 0..n1 {
-        let trow = &mut s.t[b * cols..(b + 1) * cols];
-        for h in 0..n1 {
-            axpy(trow, b1.c[b * n1 + h], &stripe[h * cols..(h + 1) * cols]);
+    assert!(
+        cols % n2 == 0 && stripe.len() == n1 * cols && b1.c.len() == n1 * n1,
+        "stripe geometry"
+    );
+    let blocks = cols / n2;
+    // Panels of about 512 columns keep T and U (2 × 128 KiB for n1 = 64) in L2.
+    let per_panel = (512 / n2).max(1);
+    let mut px = 0;
+    while px < blocks {
+        let pb = per_panel.min(blocks - px);
+        let pc = pb * n2;
+        s.t.clear();
+        s.t.resize(n1 * pc, 0.0);
+        s.u.clear();
+        s.u.resize(n1 * pc, 0.0);
+        // SAFETY: A = C₁ is n1 × n1 (row stride n1). B is the panel of the stripe: rows 0..n1
+        // with stride `cols`, columns px·n2 .. px·n2 + pc ≤ cols, all inside `stripe` (checked
+        // above). C = T is n1 × pc, row stride pc, and has exactly n1·pc elements.
+        unsafe {
+            matrixmultiply::sgemm(
+                n1,
+                n1,
+                pc,
+                1.0,
+                b1.c.as_ptr(),
+                n1 as isize,
+                1,
+                stripe.as_ptr().add(px * n2),
+                cols as isize,
+                1,
+                0.0,
+                s.t.as_mut_ptr(),
+                pc as isize,
+                1,
+            );
         }
-    }
-    s.u.clear();
-    s.u.resize(n1 * n2, 0.0);
-    for x in 0..cols / n2 {
-        s.u.fill(0.0);
-        // out[b, :] = Σ_w T[b, x·n2 + w] · C₂ᵀ[w, :]
-        for b in 0..n1 {
-            let urow = &mut s.u[b * n2..(b + 1) * n2];
-            let trow = &s.t[b * cols + x * n2..b * cols + (x + 1) * n2];
-            for (w, &a) in trow.iter().enumerate() {
-                axpy(urow, a, &b2.ct[w * n2..(w + 1) * n2]);
+        // T viewed as (n1·pb) × n2: row b·pb + x is block x's row b. U = that · C₂ᵀ.
+        // SAFETY: A = T has n1·pb rows of n2 (row stride n2) = n1·pc elements; B = C₂ᵀ is
+        // n2 × n2; C = U has n1·pc elements with row stride n2.
+        unsafe {
+            matrixmultiply::sgemm(
+                n1 * pb,
+                n2,
+                n2,
+                1.0,
+                s.t.as_ptr(),
+                n2 as isize,
+                1,
+                b2.ct.as_ptr(),
+                n2 as isize,
+                1,
+                0.0,
+                s.u.as_mut_ptr(),
+                n2 as isize,
+                1,
+            );
+        }
+        s.block.clear();
+        s.block.resize(n1 * n2, 0.0);
+        for x in 0..pb {
+            for b in 0..n1 {
+                let from = (b * pb + x) * n2;
+                s.block[b * n2..(b + 1) * n2].copy_from_slice(&s.u[from..from + n2]);
             }
+            f(px + x, &s.block);
         }
-        f(x, &s.u);
+        px += pb;
     }
 }
 

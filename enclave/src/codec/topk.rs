@@ -1,32 +1,27 @@
-//! Top-k by magnitude within a block, by radix selection on the bits of |x|.
+//! Top-k by magnitude within a block: one pass with a k-element min-heap.
 //!
-//! The positive f32 bit patterns order like the numbers, so one pass builds a histogram of the
-//! top 11 bits of `|x|`, a scan finds the bucket holding the k-th largest, and a second pass keeps
-//! everything above it plus the best of that bucket. Ties go to the lower position, and the
-//! result is sorted ascending, so the selection and its encoding are deterministic (torch's
-//! `topk(sorted=False)` leaves both unspecified; decoded results do not depend on it).
-
-const BUCKET_SHIFT: u32 = 20;
-const BUCKETS: usize = 1 << (31 - BUCKET_SHIFT);
+//! Positive f32 bit patterns order like the numbers, so `|x|` is compared as `bits & 0x7FFF_FFFF`.
+//! Each candidate is scored `(|x| bits) << 32 | !position`, so among equal magnitudes the lower
+//! position wins; the scan tests 16 elements at a time against the heap's weakest member
+//! (a branch-free, vectorisable comparison) and touches the heap only when one of them beats
+//! it, which for k ≪ n is rare. The result is sorted ascending, so the selection and its
+//! encoding are deterministic (torch's `topk(sorted=False)` leaves both unspecified; decoded
+//! tensors do not depend on it).
 
 /// Reusable working memory.
+#[derive(Default)]
 pub struct TopK {
-    hist: Vec<u32>,
-    cand: Vec<(u32, u32)>,
+    heap: Vec<u64>,
 }
 
-impl Default for TopK {
-    fn default() -> Self {
-        TopK {
-            hist: vec![0; BUCKETS],
-            cand: Vec::new(),
-        }
-    }
-}
-
-#[inline]
+#[inline(always)]
 fn key(x: f32) -> u32 {
     x.to_bits() & 0x7FFF_FFFF
+}
+
+#[inline(always)]
+fn score(x: f32, i: usize) -> u64 {
+    ((key(x) as u64) << 32) | (!(i as u32)) as u64
 }
 
 impl TopK {
@@ -40,37 +35,48 @@ impl TopK {
         if k == 0 {
             return;
         }
-        self.hist.fill(0);
-        for &v in x {
-            self.hist[(key(v) >> BUCKET_SHIFT) as usize] += 1;
+        let heap = &mut self.heap;
+        heap.clear();
+        heap.extend(x[..k].iter().enumerate().map(|(i, &v)| score(v, i)));
+        for i in (0..k / 2).rev() {
+            sift_down(heap, i);
         }
-        let mut above = 0usize;
-        let mut bucket = BUCKETS - 1;
-        loop {
-            let c = self.hist[bucket] as usize;
-            if above + c >= k {
-                break;
+        let mut i = k;
+        while i < x.len() {
+            let end = (i + 16).min(x.len());
+            let thr = (heap[0] >> 32) as u32;
+            let any = x[i..end].iter().fold(false, |a, &v| a | (key(v) > thr));
+            if any {
+                for (j, &v) in x[i..end].iter().enumerate() {
+                    let s = score(v, i + j);
+                    if s > heap[0] {
+                        heap[0] = s;
+                        sift_down(heap, 0);
+                    }
+                }
             }
-            above += c;
-            bucket -= 1;
+            i = end;
         }
-        let need = k - above;
-        self.cand.clear();
-        for (i, &v) in x.iter().enumerate() {
-            let kv = key(v);
-            let b = (kv >> BUCKET_SHIFT) as usize;
-            if b > bucket {
-                out.push(i as u32);
-            } else if b == bucket {
-                self.cand.push((kv, i as u32));
-            }
-        }
-        let by_rank = |a: &(u32, u32), b: &(u32, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-        if need < self.cand.len() {
-            self.cand.select_nth_unstable_by(need - 1, by_rank);
-        }
-        out.extend(self.cand[..need].iter().map(|&(_, i)| i));
+        out.extend(heap.iter().map(|&s| !(s as u32)));
         out[start..].sort_unstable();
+    }
+}
+
+#[inline]
+fn sift_down(h: &mut [u64], mut i: usize) {
+    let n = h.len();
+    loop {
+        let l = 2 * i + 1;
+        if l >= n {
+            return;
+        }
+        let r = l + 1;
+        let m = if r < n && h[r] < h[l] { r } else { l };
+        if h[m] >= h[i] {
+            return;
+        }
+        h.swap(i, m);
+        i = m;
     }
 }
 
