@@ -216,3 +216,18 @@ fn tch_path_agrees_with_the_cpu_path() {
         );
     }
 }
+
+#[test]
+fn outer_steps_follow_demo_and_sparseloco() {
+    // DeMo: p ← p − lr·sign(g), sign(0) = 0.
+    let mut p = vec![1.0f32, 1.0, 1.0];
+    codec::sign_step(&mut p, &[0.3, -7.0, 0.0], 0.5);
+    assert_eq!(p, vec![0.5, 1.5, 1.0]);
+    // SparseLoCo: p ← p − lr·g.
+    codec::sgd_step(&mut p, &[1.0, -1.0, 2.0], 0.25);
+    assert_eq!(p, vec![0.25, 1.75, 0.5]);
+    // Momentum / error feedback: buf ← β·buf + s·x.
+    let mut buf = vec![2.0f32, -4.0];
+    codec::accumulate(&mut buf, 0.5, 0.1, &[10.0, 20.0]);
+    assert_eq!(buf, vec![2.0, 0.0]);
+}
