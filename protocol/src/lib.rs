@@ -9,6 +9,7 @@
 //! Start reading at [`update::SparseUpdate`].
 
 pub mod pack;
+pub mod toploc;
 pub mod update;
 
 pub use update::{
