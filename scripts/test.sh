@@ -11,6 +11,7 @@ if [ ! -f "$vectors/README.md" ]; then
 fi
 export CONCLAVE_VECTORS=$(cd "$vectors" && pwd)
 bash scripts/setup-python.sh
+bash scripts/setup-corpus.sh
 source scripts/env.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use conclave_enclave::codec::{self, Codec, CodecConfig, IndexChoice, TopkRule};
 use conclave_enclave::tensors::{self, NamedTensor};
+use conclave_enclave::train::{Summary, TrainConfig, Trainer};
 use conclave_protocol::update::hash_bytes;
 use conclave_protocol::{DecodeLimits, IndexEncoding, SparseUpdate, Transform, ValueEncoding};
 
@@ -28,6 +29,35 @@ enum Command {
     /// Run the DeMo / SparseLoCo codec on files, to compare it with another implementation.
     #[command(subcommand)]
     Codec(CodecCommand),
+    /// Train a GPT on the corpus with AdamW, DeMo or SparseLoCo across in-process replicas.
+    Train(TrainArgs),
+    /// Tabulate the summaries of several training runs (the convergence benchmark).
+    Report {
+        /// `summary.json` files (or run folders holding one).
+        runs: Vec<PathBuf>,
+        /// Write the Markdown table here as well as printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A TOML config (every key optional; see `configs/`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the output folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the number of steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override the device (cpu, cuda, auto).
+    #[arg(long)]
+    device: Option<String>,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +157,8 @@ fn main() -> ExitCode {
         Command::Codec(CodecCommand::Encode(a)) => encode(a),
         Command::Codec(CodecCommand::Decode(a)) => decode(a),
         Command::Codec(CodecCommand::Inspect { update, json }) => inspect(update, json),
+        Command::Train(a) => train(a),
+        Command::Report { runs, out } => report(runs, out),
     };
     match result {
         Ok(code) => code,
@@ -135,6 +167,85 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn train(a: TrainArgs) -> Result<ExitCode> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(o) = a.out {
+        cfg.out = o;
+    }
+    if let Some(s) = a.steps {
+        cfg.train.steps = s;
+    }
+    if let Some(d) = a.device {
+        cfg.device = d;
+    }
+    cfg.validate()?;
+    let mut t = Trainer::new(cfg)?;
+    let summary = t.run()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(runs: Vec<PathBuf>, out: Option<PathBuf>) -> Result<ExitCode> {
+    if runs.is_empty() {
+        bail!("name at least one summary.json or run folder");
+    }
+    let mut rows: Vec<Summary> = Vec::new();
+    for r in &runs {
+        let p = if r.is_dir() {
+            r.join("summary.json")
+        } else {
+            r.clone()
+        };
+        let s: Summary = serde_json::from_slice(
+            &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a run summary", p.display()))?;
+        rows.push(s);
+    }
+    let base = rows.iter().find(|s| s.method == "adamw").cloned();
+    let mut md = String::from(
+        "| method | replicas | steps | tokens/replica | final val loss | vs AdamW | bytes sent/replica | fewer bytes than AdamW | tokens/s | device |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for s in &rows {
+        let (dl, ratio) = match &base {
+            Some(b) => (
+                format!(
+                    "{:+.2} %",
+                    (s.final_val_loss / b.final_val_loss - 1.0) * 100.0
+                ),
+                format!(
+                    "{:.0}×",
+                    b.bytes_sent_per_replica as f64 / s.bytes_sent_per_replica.max(1) as f64
+                ),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.4} | {} | {} | {} | {:.0} | {} |\n",
+            s.method,
+            s.replicas,
+            s.steps,
+            s.tokens_per_replica,
+            s.final_val_loss,
+            dl,
+            s.bytes_sent_per_replica,
+            ratio,
+            s.tokens_per_second,
+            s.device
+        ));
+    }
+    print!("{md}");
+    if let Some(o) = out {
+        tensors::write_atomic(&o, md.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn encode(a: EncodeArgs) -> Result<ExitCode> {

@@ -8,6 +8,7 @@
 //!
 //! Start reading at [`update::SparseUpdate`].
 
+pub mod dataset;
 pub mod pack;
 pub mod toploc;
 pub mod update;

@@ -1,0 +1,622 @@
+//! The training loop: R replicas in one process, each on its own shard, synchronised by the
+//! configured method, exchanging compressed updates in memory exactly as they would over the
+//! network (the same [`SparseUpdate`] bytes are counted).
+//!
+//! - AdamW: every replica's gradient is averaged (what an all-reduce computes), then one AdamW
+//!   step. Replicas stay identical, so one model is kept.
+//! - DeMo: per replica `δ ← β·δ + lr·g`, compress with error feedback; all replicas' updates
+//!   are scatter-mean aggregated and every replica takes `p ← p·(1 − lr·wd) − lr·sign(·)`.
+//!   Replicas stay identical, so one model and R error buffers are kept.
+//! - SparseLoCo: each replica runs H AdamW steps from the shared θ on its own data,
+//!   `Δ = θ − θ_r`, `e ← β·e + Δ`, compress (no DCT, 2-bit); the median-norm-clipped
+//!   scatter-mean `Δ̄` gives `θ ← θ − α·Δ̄`. R replica models with their own AdamW state.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use conclave_protocol::dataset::{SplitMix64, assign_shard};
+use conclave_protocol::{DecodeLimits, SparseUpdate, TensorUpdate};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::checkpoint::{self, CheckpointManifest};
+use super::config::{Method, TrainConfig};
+use super::data::{Batch, Dataset, Shard};
+use super::model::{Gpt, count_params, init_weights, set_from, sorted_params, to_vec};
+use crate::codec::{self, Codec};
+
+/// What a run reports at its end (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub method: String,
+    pub replicas: usize,
+    pub steps: u64,
+    pub params: u64,
+    pub tokens_per_replica: u64,
+    pub final_val_loss: f64,
+    pub val_history: Vec<(u64, f64)>,
+    /// Bytes one replica sent over the whole run (mean over replicas): encoded sparse updates,
+    /// or for AdamW a ring all-reduce of f32 gradients, `2·(R−1)/R·4·params` per step.
+    pub bytes_sent_per_replica: u64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub model_hash: String,
+    pub config_hash: String,
+    pub data_root: String,
+    pub device: String,
+}
+
+struct Replica {
+    _vs: nn::VarStore,
+    model: Gpt,
+    params: Vec<(String, Tensor)>,
+    opt: nn::Optimizer,
+}
+
+enum State {
+    Adamw {
+        opt: nn::Optimizer,
+    },
+    Demo {
+        codec: Codec,
+        delta: Vec<Vec<Vec<f32>>>,
+    },
+    Sparseloco {
+        codec: Codec,
+        replicas: Vec<Replica>,
+        ef: Vec<Vec<Vec<f32>>>,
+    },
+}
+
+/// A trainer holding the shared model, the data and the method's state.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub dataset: Dataset,
+    vs: nn::VarStore,
+    pub model: Gpt,
+    pub params: Vec<(String, Tensor)>,
+    state: State,
+    shards: HashMap<u32, Shard>,
+    validation: Shard,
+    val_starts: Vec<usize>,
+    pub step: u64,
+    bytes_sent: u64,
+}
+
+fn device_for(cfg: &TrainConfig) -> Result<Device> {
+    Ok(match cfg.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!("device = \"cuda\" but libtorch sees no CUDA device");
+            }
+            Device::Cuda(0)
+        }
+        _ => Device::cuda_if_available(),
+    })
+}
+
+fn adamw(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+    let t = &cfg.train;
+    nn::AdamW {
+        beta1: t.beta1,
+        beta2: t.beta2,
+        wd: t.weight_decay,
+        eps: t.eps,
+        amsgrad: false,
+    }
+    .build(vs, t.lr)
+    .map_err(|e| anyhow!("building AdamW: {e}"))
+}
+
+fn shapes(params: &[(String, Tensor)]) -> Vec<Vec<usize>> {
+    params
+        .iter()
+        .map(|(_, t)| t.size().iter().map(|&d| d as usize).collect())
+        .collect()
+}
+
+fn zeros_like(params: &[(String, Tensor)]) -> Vec<Vec<f32>> {
+    params.iter().map(|(_, t)| vec![0f32; t.numel()]).collect()
+}
+
+impl Trainer {
+    /// Prepares the data, builds (or loads) the model and the method's state.
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        if cfg.threads > 0 {
+            tch::set_num_threads(cfg.threads as i32);
+        }
+        let device = device_for(&cfg)?;
+        let dataset = Dataset::prepare(&cfg.data, cfg.model.context, cfg.data_root.as_deref())?;
+        let vocab = dataset.vocab();
+        let vs = nn::VarStore::new(device);
+        let model = Gpt::new(&vs.root(), &cfg.model, vocab);
+        let params = sorted_params(&vs);
+        init_weights(&params, cfg.model.layers, cfg.seed);
+        if let Some(init) = &cfg.init {
+            checkpoint::load_into(init, &params)
+                .with_context(|| format!("loading init weights {}", init.display()))?;
+        }
+        let state = match &cfg.optimizer {
+            Method::Adamw => State::Adamw {
+                opt: adamw(&cfg, &vs)?,
+            },
+            Method::Demo { .. } => State::Demo {
+                codec: Codec::new(cfg.optimizer.codec().context("demo codec")?),
+                delta: (0..cfg.replicas).map(|_| zeros_like(&params)).collect(),
+            },
+            Method::Sparseloco { .. } => {
+                let replicas = (0..cfg.replicas)
+                    .map(|_| {
+                        let rvs = nn::VarStore::new(device);
+                        let model = Gpt::new(&rvs.root(), &cfg.model, vocab);
+                        let rparams = sorted_params(&rvs);
+                        let opt = adamw(&cfg, &rvs)?;
+                        Ok(Replica {
+                            _vs: rvs,
+                            model,
+                            params: rparams,
+                            opt,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                State::Sparseloco {
+                    codec: Codec::new(cfg.optimizer.codec().context("sparseloco codec")?),
+                    replicas,
+                    ef: (0..cfg.replicas).map(|_| zeros_like(&params)).collect(),
+                }
+            }
+        };
+        let validation = dataset.shard(u32::MAX)?;
+        let val_starts = validation.fixed(
+            cfg.train.eval_batches * cfg.train.batch,
+            cfg.model.context,
+            dataset.example_len,
+        )?;
+        Ok(Trainer {
+            cfg,
+            device,
+            dataset,
+            vs,
+            model,
+            params,
+            state,
+            shards: HashMap::new(),
+            validation,
+            val_starts,
+            step: 0,
+            bytes_sent: 0,
+        })
+    }
+
+    pub fn param_count(&self) -> usize {
+        count_params(&self.vs)
+    }
+
+    /// The shard replica `replica` reads at `step` (checked against the manifest on first use).
+    pub fn shard_for(&mut self, step: u64, replica: usize) -> Result<u32> {
+        let d = &self.cfg.data;
+        let epoch = step / d.steps_per_epoch;
+        let idx =
+            assign_shard(self.cfg.seed, epoch, replica as u64, d.shards).context("no shards")?;
+        if !self.shards.contains_key(&idx) {
+            let s = self.dataset.shard(idx)?;
+            self.shards.insert(idx, s);
+        }
+        Ok(idx)
+    }
+
+    /// The batch of `replica` at `step` (a pure function of seed, step and replica).
+    pub fn batch(&mut self, step: u64, replica: usize) -> Result<Batch> {
+        let idx = self.shard_for(step, replica)?;
+        let mut rng = SplitMix64::keyed(
+            "conclave/v1/batch",
+            &[self.cfg.seed, step, replica as u64, idx as u64],
+        );
+        let shard = &self.shards[&idx];
+        shard.sample(
+            &mut rng,
+            self.cfg.train.batch,
+            self.cfg.model.context,
+            self.dataset.example_len,
+        )
+    }
+
+    fn tensors(&self, b: &Batch) -> (Tensor, Tensor) {
+        let shape = [b.rows as i64, b.cols as i64];
+        (
+            Tensor::from_slice(&b.inputs)
+                .view(shape)
+                .to_device(self.device),
+            Tensor::from_slice(&b.targets)
+                .view(shape)
+                .to_device(self.device),
+        )
+    }
+
+    /// Mean validation loss of the shared model.
+    pub fn evaluate(&self) -> f64 {
+        let _g = tch::no_grad_guard();
+        let ctx = self.cfg.model.context;
+        let mut total = 0.0;
+        let chunks: Vec<&[usize]> = self.val_starts.chunks(self.cfg.train.batch).collect();
+        for c in &chunks {
+            let b = self.validation.batch_at(c, ctx);
+            let (x, y) = self.tensors(&b);
+            total += self.model.loss(&x, &y).double_value(&[]);
+        }
+        total / chunks.len().max(1) as f64
+    }
+
+    /// One step (AdamW, DeMo) or one round of `inner_steps` steps (SparseLoCo). Returns the mean
+    /// training loss and the number of steps taken.
+    pub fn advance(&mut self) -> Result<(f64, u64)> {
+        let r = self.cfg.replicas;
+        let step = self.step;
+        match &self.cfg.optimizer {
+            Method::Adamw => {
+                let batches = (0..r)
+                    .map(|i| self.batch(step, i))
+                    .collect::<Result<Vec<_>>>()?;
+                let lr = self.cfg.lr_at(self.cfg.train.lr, step);
+                let clip = self.cfg.train.clip;
+                let State::Adamw { opt } = &mut self.state else {
+                    unreachable!()
+                };
+                opt.zero_grad();
+                let mut loss = 0.0;
+                for b in &batches {
+                    let shape = [b.rows as i64, b.cols as i64];
+                    let x = Tensor::from_slice(&b.inputs)
+                        .view(shape)
+                        .to_device(self.device);
+                    let y = Tensor::from_slice(&b.targets)
+                        .view(shape)
+                        .to_device(self.device);
+                    let l = self.model.loss(&x, &y);
+                    loss += l.double_value(&[]);
+                    (l / r as f64).backward();
+                }
+                if clip > 0.0 {
+                    opt.clip_grad_norm(clip);
+                }
+                opt.set_lr(lr);
+                opt.step();
+                // Ring all-reduce of the f32 gradient: 2·(R−1)/R of it sent per replica.
+                let n = self.param_count() as u64 * 4;
+                self.bytes_sent += 2 * (r as u64 - 1) * n;
+                self.step += 1;
+                Ok((loss / r as f64, 1))
+            }
+            Method::Demo {
+                lr: peak, decay, ..
+            } => {
+                let (peak, decay) = (*peak, *decay);
+                let lr = self.cfg.lr_at(peak, step);
+                let batches = (0..r)
+                    .map(|i| self.batch(step, i))
+                    .collect::<Result<Vec<_>>>()?;
+                let shapes = shapes(&self.params);
+                let mut updates: Vec<Vec<TensorUpdate>> = Vec::with_capacity(r);
+                let mut loss = 0.0;
+                for (i, b) in batches.iter().enumerate() {
+                    loss += self.backward(b)?;
+                    let grads = self.grads()?;
+                    let State::Demo { codec, delta } = &mut self.state else {
+                        unreachable!()
+                    };
+                    let mut ups = Vec::with_capacity(self.params.len());
+                    for (j, (name, _)) in self.params.iter().enumerate() {
+                        codec::accumulate(&mut delta[i][j], decay, lr as f32, &grads[j]);
+                        ups.push(codec.compress(name, &shapes[j], &mut delta[i][j]));
+                    }
+                    updates.push(ups);
+                }
+                let transform = conclave_protocol::Transform::Dct;
+                self.bytes_sent += wire_bytes(&updates, transform)?;
+                let wd = self.cfg.train.weight_decay;
+                for (j, (_, p)) in self.params.iter().enumerate() {
+                    let peers: Vec<&TensorUpdate> = updates.iter().map(|u| &u[j]).collect();
+                    let agg = codec::aggregate(&peers, transform, false)?;
+                    let mut w = to_vec(p);
+                    if wd != 0.0 {
+                        let f = (1.0 - lr * wd) as f32;
+                        w.iter_mut().for_each(|x| *x *= f);
+                    }
+                    codec::sign_step(&mut w, &agg, lr as f32);
+                    set_from(p, &w);
+                }
+                self.step += 1;
+                Ok((loss / r as f64, 1))
+            }
+            Method::Sparseloco {
+                inner_steps,
+                outer_lr,
+                decay,
+                clip_median_norm,
+                ..
+            } => {
+                let (h, outer_lr, decay, clip_mn) =
+                    (*inner_steps, *outer_lr, *decay, *clip_median_norm);
+                let theta: Vec<Vec<f32>> = self.params.iter().map(|(_, t)| to_vec(t)).collect();
+                let shapes = shapes(&self.params);
+                let mut batches = Vec::with_capacity(r);
+                for i in 0..r {
+                    batches.push(
+                        (0..h)
+                            .map(|s| self.batch(step + s, i))
+                            .collect::<Result<Vec<_>>>()?,
+                    );
+                }
+                let lrs: Vec<f64> = (0..h)
+                    .map(|s| self.cfg.lr_at(self.cfg.train.lr, step + s))
+                    .collect();
+                let clip = self.cfg.train.clip;
+                let device = self.device;
+                let names: Vec<String> = self.params.iter().map(|(n, _)| n.clone()).collect();
+                let State::Sparseloco {
+                    codec,
+                    replicas,
+                    ef,
+                } = &mut self.state
+                else {
+                    unreachable!()
+                };
+                let mut loss = 0.0;
+                let mut updates: Vec<Vec<TensorUpdate>> = Vec::with_capacity(r);
+                for (i, rep) in replicas.iter_mut().enumerate() {
+                    for ((_, t), w) in rep.params.iter().zip(&theta) {
+                        set_from(t, w);
+                    }
+                    for (s, b) in batches[i].iter().enumerate() {
+                        let shape = [b.rows as i64, b.cols as i64];
+                        let x = Tensor::from_slice(&b.inputs).view(shape).to_device(device);
+                        let y = Tensor::from_slice(&b.targets).view(shape).to_device(device);
+                        rep.opt.zero_grad();
+                        let l = rep.model.loss(&x, &y);
+                        loss += l.double_value(&[]);
+                        l.backward();
+                        if clip > 0.0 {
+                            rep.opt.clip_grad_norm(clip);
+                        }
+                        rep.opt.set_lr(lrs[s]);
+                        rep.opt.step();
+                    }
+                    let mut ups = Vec::with_capacity(names.len());
+                    for (j, (_, t)) in rep.params.iter().enumerate() {
+                        let after = to_vec(t);
+                        let delta: Vec<f32> =
+                            theta[j].iter().zip(&after).map(|(a, b)| a - b).collect();
+                        codec::accumulate(&mut ef[i][j], decay, 1.0, &delta);
+                        ups.push(codec.compress(&names[j], &shapes[j], &mut ef[i][j]));
+                    }
+                    updates.push(ups);
+                }
+                let transform = conclave_protocol::Transform::Identity;
+                self.bytes_sent += wire_bytes(&updates, transform)?;
+                for (j, (_, p)) in self.params.iter().enumerate() {
+                    let peers: Vec<&TensorUpdate> = updates.iter().map(|u| &u[j]).collect();
+                    let agg = codec::aggregate(&peers, transform, clip_mn)?;
+                    let mut w = theta[j].clone();
+                    codec::sgd_step(&mut w, &agg, outer_lr);
+                    set_from(p, &w);
+                }
+                self.step += h;
+                Ok((loss / (r as u64 * h) as f64, h))
+            }
+        }
+    }
+
+    /// Forward and backward on the shared model (gradients zeroed first); returns the loss.
+    fn backward(&mut self, b: &Batch) -> Result<f64> {
+        for (_, p) in &self.params {
+            let mut p = p.shallow_clone();
+            p.zero_grad();
+        }
+        let (x, y) = self.tensors(b);
+        let l = self.model.loss(&x, &y);
+        let v = l.double_value(&[]);
+        if !v.is_finite() {
+            bail!("the loss is not finite at step {}", self.step);
+        }
+        l.backward();
+        Ok(v)
+    }
+
+    /// The shared model's gradients as f32, clipped to `train.clip` in global norm.
+    fn grads(&self) -> Result<Vec<Vec<f32>>> {
+        let gs: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).collect();
+        let clip = self.cfg.train.clip;
+        let mut scale = 1.0;
+        if clip > 0.0 {
+            let total: f64 = gs
+                .iter()
+                .map(|g| {
+                    g.to_kind(Kind::Double)
+                        .pow_tensor_scalar(2)
+                        .sum(Kind::Double)
+                        .double_value(&[])
+                })
+                .sum::<f64>()
+                .sqrt();
+            if total > clip {
+                scale = clip / (total + 1e-6);
+            }
+        }
+        Ok(gs
+            .iter()
+            .map(|g| {
+                let mut v = to_vec(g);
+                if scale != 1.0 {
+                    let s = scale as f32;
+                    v.iter_mut().for_each(|x| *x *= s);
+                }
+                v
+            })
+            .collect())
+    }
+
+    /// The dataset and config facts a checkpoint manifest records.
+    fn manifest(&self, val_loss: Option<f64>) -> CheckpointManifest {
+        CheckpointManifest {
+            version: 1,
+            model_hash: String::new(),
+            step: self.step,
+            config_hash: self.cfg.hash(),
+            data_root: self.dataset.root().to_string(),
+            tokenizer_sha256: self.dataset.manifest.tokenizer_sha256.clone(),
+            method: self.cfg.optimizer.name(),
+            params: self.param_count() as u64,
+            val_loss,
+            weights: String::new(),
+        }
+    }
+
+    /// Writes a checkpoint of the shared model under `out/checkpoints`.
+    pub fn checkpoint(&self, val_loss: Option<f64>) -> Result<(PathBuf, CheckpointManifest)> {
+        checkpoint::save(
+            &self.cfg.out.join("checkpoints"),
+            &self.params,
+            self.manifest(val_loss),
+        )
+    }
+
+    pub fn model_hash(&self) -> Result<String> {
+        checkpoint::model_hash(&self.params)
+    }
+
+    /// Trains to `train.steps`, printing progress, writing metrics, checkpoints and the summary.
+    pub fn run(&mut self) -> Result<Summary> {
+        let out = self.cfg.out.clone();
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("creating the output folder {}", out.display()))?;
+        let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
+        let total = self.cfg.train.steps;
+        let start = Instant::now();
+        let tty = std::io::stderr().is_terminal();
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        eprintln!(
+            "training {} params, {} replicas, {} on {:?}, data root {}",
+            self.param_count(),
+            self.cfg.replicas,
+            self.cfg.optimizer.name(),
+            self.device,
+            self.dataset.root()
+        );
+        let mut history = Vec::new();
+        let (eval_every, ckpt_every) = (self.cfg.train.eval_every, self.cfg.train.checkpoint_every);
+        while self.step < total {
+            let before = self.step;
+            let (loss, _) = self.advance()?;
+            let lr = self.cfg.lr_at(self.cfg.train.lr, before);
+            writeln!(
+                metrics,
+                "{}",
+                serde_json::json!({"step": self.step, "loss": loss, "lr": lr,
+                    "bytes_sent_per_replica": self.bytes_sent / self.cfg.replicas as u64,
+                    "seconds": start.elapsed().as_secs_f64()})
+            )?;
+            let msg = format!("loss {loss:.4}");
+            match &bar {
+                Some(b) => {
+                    b.set_position(self.step);
+                    b.set_message(msg);
+                }
+                None => eprintln!("step {}/{} {msg} lr {lr:.2e}", self.step, total),
+            }
+            let crossed = |every: u64| every > 0 && before / every != self.step / every;
+            if crossed(eval_every) && self.step < total {
+                let v = self.evaluate();
+                history.push((self.step, v));
+                writeln!(
+                    metrics,
+                    "{}",
+                    serde_json::json!({"step": self.step, "val_loss": v})
+                )?;
+                let line = format!("step {} validation loss {v:.4}", self.step);
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            if crossed(ckpt_every) && self.step < total {
+                self.checkpoint(None)?;
+            }
+        }
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        let final_val = self.evaluate();
+        history.push((self.step, final_val));
+        writeln!(
+            metrics,
+            "{}",
+            serde_json::json!({"step": self.step, "val_loss": final_val})
+        )?;
+        let (mpath, manifest) = self.checkpoint(Some(final_val))?;
+        let secs = start.elapsed().as_secs_f64();
+        let tokens_per_replica =
+            self.step * self.cfg.train.batch as u64 * self.cfg.model.context as u64;
+        let summary = Summary {
+            method: self.cfg.optimizer.name(),
+            replicas: self.cfg.replicas,
+            steps: self.step,
+            params: self.param_count() as u64,
+            tokens_per_replica,
+            final_val_loss: final_val,
+            val_history: history,
+            bytes_sent_per_replica: self.bytes_sent / self.cfg.replicas as u64,
+            seconds: secs,
+            tokens_per_second: (tokens_per_replica * self.cfg.replicas as u64) as f64 / secs,
+            model_hash: manifest.model_hash.clone(),
+            config_hash: self.cfg.hash(),
+            data_root: self.dataset.root().to_string(),
+            device: format!("{:?}", self.device),
+        };
+        crate::tensors::write_atomic(
+            &out.join("summary.json"),
+            &serde_json::to_vec_pretty(&summary)?,
+        )?;
+        eprintln!(
+            "done: validation loss {final_val:.4}, model {} ({}), {} bytes sent per replica, {:.0} tokens/s",
+            manifest.model_hash,
+            mpath.display(),
+            summary.bytes_sent_per_replica,
+            summary.tokens_per_second
+        );
+        Ok(summary)
+    }
+}
+
+/// Encoded bytes of every replica's update (the wire format, checked as a receiver would).
+fn wire_bytes(
+    updates: &[Vec<TensorUpdate>],
+    transform: conclave_protocol::Transform,
+) -> Result<u64> {
+    let mut total = 0u64;
+    for u in updates {
+        let su = SparseUpdate {
+            transform,
+            tensors: u.clone(),
+        };
+        let bytes = su.encode()?;
+        SparseUpdate::decode(&bytes, &DecodeLimits::default())?;
+        total += bytes.len() as u64;
+    }
+    Ok(total)
+}
