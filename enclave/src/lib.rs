@@ -8,5 +8,7 @@
 //! Start reading at [`codec::Codec::compress`] and [`codec::aggregate`].
 
 pub mod codec;
+pub mod prove;
+pub mod replay;
 pub mod tensors;
 pub mod train;

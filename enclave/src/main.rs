@@ -31,6 +31,21 @@ enum Command {
     Codec(CodecCommand),
     /// Train a GPT on the corpus with AdamW, DeMo or SparseLoCo across in-process replicas.
     Train(TrainArgs),
+    /// Re-execute a round outside any VM and check its receipt's TOPLOC proofs and hashes.
+    Replay(ReplayArgs),
+    /// Count TOPLOC's false positives and negatives over many trials (honest rounds, and
+    /// provers with other weights, data, model or precision).
+    ToplocTrials {
+        /// A TOML training config for the model and data (every key optional).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Trials per scenario.
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        /// AdamW steps each trial's model is trained before it is probed.
+        #[arg(long, default_value_t = 25)]
+        warm_steps: u64,
+    },
     /// Tabulate the summaries of several training runs (the convergence benchmark).
     Report {
         /// `summary.json` files (or run folders holding one).
@@ -39,6 +54,25 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The checkpoint manifest (.json) of the weights before the round.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The round's updates, in the receipt's order (repeat the flag).
+    #[arg(long = "update", required = true)]
+    updates: Vec<PathBuf>,
+    /// The round receipt (JSON).
+    #[arg(long)]
+    receipt: PathBuf,
+    /// The probe's shard file (from the job's dataset).
+    #[arg(long)]
+    data: PathBuf,
+    /// Machine-readable report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -158,6 +192,12 @@ fn main() -> ExitCode {
         Command::Codec(CodecCommand::Decode(a)) => decode(a),
         Command::Codec(CodecCommand::Inspect { update, json }) => inspect(update, json),
         Command::Train(a) => train(a),
+        Command::Replay(a) => replay(a),
+        Command::ToplocTrials {
+            config,
+            trials,
+            warm_steps,
+        } => toploc_trials(config, trials, warm_steps),
         Command::Report { runs, out } => report(runs, out),
     };
     match result {
@@ -190,6 +230,77 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn toploc_trials(config: Option<PathBuf>, trials: usize, warm_steps: u64) -> Result<ExitCode> {
+    let cfg = match &config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    let counts = conclave_enclave::prove::detection_trials(&cfg, trials, warm_steps)?;
+    println!("| scenario | should | trials | accepted | rejected | errors |");
+    println!("|---|---|---|---|---|---|");
+    for c in &counts {
+        println!(
+            "| {} | {} | {} | {} | {} | {} {} |",
+            c.scenario,
+            if c.honest { "accept" } else { "reject" },
+            c.trials,
+            c.accepted,
+            c.rejected,
+            c.errors(),
+            if c.honest {
+                "false positives"
+            } else {
+                "false negatives"
+            }
+        );
+    }
+    Ok(if counts.iter().all(|c| c.errors() == 0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn replay(a: ReplayArgs) -> Result<ExitCode> {
+    let input = conclave_enclave::replay::ReplayInput {
+        checkpoint: a.checkpoint,
+        updates: a.updates,
+        receipt: a.receipt,
+        data: a.data,
+        model: None,
+    };
+    let rep = conclave_enclave::replay::replay(&input)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!("{}", if rep.pass { "PASS" } else { "FAIL" });
+        for c in &rep.checks {
+            println!(
+                "  [{}] {}: {}",
+                if c.pass { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        for p in &rep.proofs {
+            println!(
+                "  proof {} #{}: {} exp_mismatches={} mant_err_mean={:.2} mant_err_median={:.0}",
+                p.phase,
+                p.index,
+                if p.pass { "pass" } else { "FAIL" },
+                p.exp_mismatches,
+                p.mant_err_mean,
+                p.mant_err_median
+            );
+        }
+    }
+    Ok(if rep.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn report(runs: Vec<PathBuf>, out: Option<PathBuf>) -> Result<ExitCode> {

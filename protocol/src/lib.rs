@@ -10,6 +10,7 @@
 
 pub mod dataset;
 pub mod pack;
+pub mod receipt;
 pub mod toploc;
 pub mod update;
 

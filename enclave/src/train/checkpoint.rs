@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
+use super::config::ModelConfig;
 use super::model::{set_from, to_vec};
 use crate::tensors::{self, NamedTensor, write_atomic};
 
@@ -29,6 +30,9 @@ pub struct CheckpointManifest {
     pub val_loss: Option<f64>,
     /// The weights file, relative to the manifest.
     pub weights: String,
+    /// The architecture the weights belong to.
+    pub model: ModelConfig,
+    pub vocab: u32,
 }
 
 /// The model's weights as named f32 tensors, sorted by name.

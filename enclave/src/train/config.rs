@@ -25,6 +25,9 @@ pub struct TrainConfig {
     pub device: String,
     /// libtorch intra-op threads (0: libtorch's default).
     pub threads: usize,
+    /// Write, per round, the weights before it, every update and a TOPLOC-proved receipt under
+    /// `out/rounds/NNNNNN/` (what `conclave-enclave replay` checks).
+    pub receipts: bool,
     /// The dataset Merkle root the job pins (hex); a dataset with another root is refused.
     pub data_root: Option<String>,
     pub model: ModelConfig,
@@ -42,6 +45,7 @@ impl Default for TrainConfig {
             init: None,
             device: "auto".into(),
             threads: 0,
+            receipts: false,
             data_root: None,
             model: ModelConfig::default(),
             data: DataConfig::default(),
@@ -465,6 +469,7 @@ impl TrainConfig {
         c.out = PathBuf::new();
         c.device = String::new();
         c.threads = 0;
+        c.receipts = false;
         c.data.corpus = PathBuf::new();
         c.data.cache = PathBuf::new();
         let json = serde_json::to_vec(&c).unwrap_or_default();

@@ -191,7 +191,7 @@ fn shard_bytes(tokens: &[u16], mask: &[u8]) -> Vec<u8> {
     b
 }
 
-fn parse_shard(bytes: &[u8], what: &str) -> Result<(Vec<u16>, Vec<u8>)> {
+pub fn parse_shard(bytes: &[u8], what: &str) -> Result<(Vec<u16>, Vec<u8>)> {
     if bytes.len() < 16 || &bytes[..8] != SHARD_MAGIC {
         bail!("{what}: not a Conclave shard file");
     }

@@ -18,8 +18,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use conclave_protocol::dataset::{SplitMix64, assign_shard};
+use conclave_protocol::receipt::{OuterStep, Probe, RoundReceipt, ToplocParams};
+use conclave_protocol::toploc::Thresholds;
 use conclave_protocol::{DecodeLimits, SparseUpdate, TensorUpdate};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -28,6 +31,7 @@ use super::config::{Method, TrainConfig};
 use super::data::{Batch, Dataset, Shard};
 use super::model::{Gpt, count_params, init_weights, set_from, sorted_params, to_vec};
 use crate::codec::{self, Codec};
+use crate::prove;
 
 /// What a run reports at its end (`summary.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +90,9 @@ pub struct Trainer {
     val_starts: Vec<usize>,
     pub step: u64,
     bytes_sent: u64,
+    /// The last round's encoded updates (one per replica, in aggregation order) and the outer
+    /// step applied to their aggregate.
+    pub last_round: Option<(Vec<Vec<u8>>, OuterStep)>,
 }
 
 fn device_for(cfg: &TrainConfig) -> Result<Device> {
@@ -192,6 +199,7 @@ impl Trainer {
             val_starts,
             step: 0,
             bytes_sent: 0,
+            last_round: None,
         })
     }
 
@@ -319,17 +327,21 @@ impl Trainer {
                     updates.push(ups);
                 }
                 let transform = conclave_protocol::Transform::Dct;
-                self.bytes_sent += wire_bytes(&updates, transform)?;
+                let encoded = wire_bytes(&updates, transform)?;
+                self.bytes_sent += encoded.iter().map(|e| e.len() as u64).sum::<u64>();
                 let wd = self.cfg.train.weight_decay;
+                self.last_round = Some((
+                    encoded,
+                    OuterStep::Sign {
+                        lr: lr as f32,
+                        weight_decay: wd as f32,
+                    },
+                ));
                 for (j, (_, p)) in self.params.iter().enumerate() {
                     let peers: Vec<&TensorUpdate> = updates.iter().map(|u| &u[j]).collect();
                     let agg = codec::aggregate(&peers, transform, false)?;
                     let mut w = to_vec(p);
-                    if wd != 0.0 {
-                        let f = (1.0 - lr * wd) as f32;
-                        w.iter_mut().for_each(|x| *x *= f);
-                    }
-                    codec::sign_step(&mut w, &agg, lr as f32);
+                    outer_step(&mut w, &agg, &self.last_round.as_ref().context("round")?.1);
                     set_from(p, &w);
                 }
                 self.step += 1;
@@ -399,14 +411,20 @@ impl Trainer {
                     updates.push(ups);
                 }
                 let transform = conclave_protocol::Transform::Identity;
-                self.bytes_sent += wire_bytes(&updates, transform)?;
+                let encoded = wire_bytes(&updates, transform)?;
+                self.bytes_sent += encoded.iter().map(|e| e.len() as u64).sum::<u64>();
+                let outer = OuterStep::Sgd {
+                    lr: outer_lr,
+                    clip_median_norm: clip_mn,
+                };
                 for (j, (_, p)) in self.params.iter().enumerate() {
                     let peers: Vec<&TensorUpdate> = updates.iter().map(|u| &u[j]).collect();
                     let agg = codec::aggregate(&peers, transform, clip_mn)?;
                     let mut w = theta[j].clone();
-                    codec::sgd_step(&mut w, &agg, outer_lr);
+                    outer_step(&mut w, &agg, &outer);
                     set_from(p, &w);
                 }
+                self.last_round = Some((encoded, outer));
                 self.step += h;
                 Ok((loss / (r as u64 * h) as f64, h))
             }
@@ -475,6 +493,8 @@ impl Trainer {
             params: self.param_count() as u64,
             val_loss,
             weights: String::new(),
+            model: self.cfg.model.clone(),
+            vocab: self.dataset.vocab() as u32,
         }
     }
 
@@ -489,6 +509,86 @@ impl Trainer {
 
     pub fn model_hash(&self) -> Result<String> {
         checkpoint::model_hash(&self.params)
+    }
+
+    /// The round number of the current step.
+    pub fn round(&self) -> u64 {
+        match self.cfg.optimizer {
+            Method::Sparseloco { inner_steps, .. } => self.step / inner_steps,
+            _ => self.step,
+        }
+    }
+
+    /// Runs one round and states it: TOPLOC proofs of the probe batch (drawn from replica 0's
+    /// shard by the job seed and the round) before and after, the model hashes, the hashes of
+    /// every aggregated update and the outer step. Returns the receipt and the encoded updates.
+    pub fn prove_round(&mut self) -> Result<(RoundReceipt, Vec<Vec<u8>>)> {
+        if matches!(self.cfg.optimizer, Method::Adamw) {
+            bail!("round receipts need a compressed method (demo or sparseloco), not adamw");
+        }
+        let (step_before, round) = (self.step, self.round());
+        let ctx = self.cfg.model.context;
+        let idx = self.shard_for(step_before, 0)?;
+        let starts = prove::probe_starts(
+            self.cfg.seed,
+            round,
+            &self.shards[&idx],
+            prove::PROBE_ROWS,
+            ctx,
+            self.dataset.example_len,
+        )?;
+        let proofs = |t: &Self| -> Result<Vec<String>> {
+            let (bits, rows, hidden) = prove::activations(
+                &t.model,
+                &t.shards[&idx],
+                &starts,
+                ctx,
+                t.device,
+                prove::Precision::Bf16,
+            )?;
+            prove::prove(&bits, rows, hidden)
+        };
+        let proofs_before = proofs(self)?;
+        let hash_before = self.model_hash()?;
+        let (loss, _) = self.advance()?;
+        let proofs_after = proofs(self)?;
+        let hash_after = self.model_hash()?;
+        let (encoded, outer) = self
+            .last_round
+            .clone()
+            .context("the round left no updates")?;
+        let receipt = RoundReceipt {
+            version: conclave_protocol::receipt::RECEIPT_VERSION,
+            config_hash: self.cfg.hash(),
+            data_root: self.dataset.root().to_string(),
+            seed: self.cfg.seed,
+            round,
+            step_before,
+            step_after: self.step,
+            model_hash_before: hash_before,
+            model_hash_after: hash_after,
+            updates: encoded
+                .iter()
+                .map(|e| hex::encode(Sha256::digest(e)))
+                .collect(),
+            outer,
+            probe: Probe {
+                shard: idx,
+                shard_sha256: self.dataset.manifest.shards[idx as usize].sha256.clone(),
+                starts: starts.iter().map(|&s| s as u64).collect(),
+                context: ctx as u32,
+                example_len: self.dataset.example_len.map(|l| l as u32),
+            },
+            toploc: ToplocParams {
+                group: prove::GROUP as u32,
+                topk: prove::TOPK as u32,
+                thresholds: Thresholds::default(),
+            },
+            proofs_before,
+            proofs_after,
+            loss,
+        };
+        Ok((receipt, encoded))
     }
 
     /// Trains to `train.steps`, printing progress, writing metrics, checkpoints and the summary.
@@ -522,7 +622,18 @@ impl Trainer {
         let (eval_every, ckpt_every) = (self.cfg.train.eval_every, self.cfg.train.checkpoint_every);
         while self.step < total {
             let before = self.step;
-            let (loss, _) = self.advance()?;
+            let loss = if self.cfg.receipts {
+                let dir = out.join("rounds").join(format!("{:06}", self.round()));
+                checkpoint::save(&dir, &self.params, self.manifest(None))?;
+                let (receipt, updates) = self.prove_round()?;
+                for (i, u) in updates.iter().enumerate() {
+                    crate::tensors::write_atomic(&dir.join(format!("update-{i}.bin")), u)?;
+                }
+                crate::tensors::write_atomic(&dir.join("receipt.json"), &receipt.to_json())?;
+                receipt.loss
+            } else {
+                self.advance()?.0
+            };
             let lr = self.cfg.lr_at(self.cfg.train.lr, before);
             writeln!(
                 metrics,
@@ -603,20 +714,36 @@ impl Trainer {
     }
 }
 
-/// Encoded bytes of every replica's update (the wire format, checked as a receiver would).
+/// Every replica's update in the wire format (checked as a receiver would).
 fn wire_bytes(
     updates: &[Vec<TensorUpdate>],
     transform: conclave_protocol::Transform,
-) -> Result<u64> {
-    let mut total = 0u64;
-    for u in updates {
-        let su = SparseUpdate {
-            transform,
-            tensors: u.clone(),
-        };
-        let bytes = su.encode()?;
-        SparseUpdate::decode(&bytes, &DecodeLimits::default())?;
-        total += bytes.len() as u64;
+) -> Result<Vec<Vec<u8>>> {
+    updates
+        .iter()
+        .map(|u| {
+            let su = SparseUpdate {
+                transform,
+                tensors: u.clone(),
+            };
+            let bytes = su.encode()?;
+            SparseUpdate::decode(&bytes, &DecodeLimits::default())?;
+            Ok(bytes)
+        })
+        .collect()
+}
+
+/// Applies the outer step to one tensor's weights given the aggregate (what the trainer does
+/// and what an auditor's replay repeats, bit for bit).
+pub fn outer_step(w: &mut [f32], aggregate: &[f32], step: &OuterStep) {
+    match *step {
+        OuterStep::Sign { lr, weight_decay } => {
+            if weight_decay != 0.0 {
+                let f = 1.0 - lr * weight_decay;
+                w.iter_mut().for_each(|x| *x *= f);
+            }
+            codec::sign_step(w, aggregate, lr);
+        }
+        OuterStep::Sgd { lr, .. } => codec::sgd_step(w, aggregate, lr),
     }
-    Ok(total)
 }
