@@ -257,3 +257,40 @@ pub fn detection_trials(
     }
     Ok(counts)
 }
+
+/// Time of one training step (or round) of `cfg` against the time of proving its probe batch
+/// once (forward pass of the probe, bf16 cast, proofs), both measured here in the same run:
+/// medians over `reps`. A round proves twice (before and after).
+pub fn proof_overhead(cfg: &crate::train::TrainConfig, reps: usize) -> Result<(f64, f64)> {
+    use std::time::Instant;
+    let mut tr = crate::train::Trainer::new(cfg.clone())?;
+    let ctx = tr.cfg.model.context;
+    let s = tr.shard_for(0, 0)?;
+    let shard = tr.dataset.shard(s)?;
+    let starts = probe_starts(
+        tr.cfg.seed,
+        0,
+        &shard,
+        PROBE_ROWS,
+        ctx,
+        tr.dataset.example_len,
+    )?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut step = Vec::new();
+    let mut proof = Vec::new();
+    tr.advance()?; // warm-up
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let (_, n) = tr.advance()?;
+        step.push(t.elapsed().as_secs_f64() / n as f64);
+        let t = Instant::now();
+        let (bits, rows, hidden) =
+            activations(&tr.model, &shard, &starts, ctx, tr.device, Precision::Bf16)?;
+        std::hint::black_box(prove(&bits, rows, hidden)?);
+        proof.push(t.elapsed().as_secs_f64());
+    }
+    Ok((median(proof), median(step)))
+}
