@@ -3,6 +3,7 @@
 #   - torch 2.13.0: the libtorch that tch 0.26 builds against (LIBTORCH_USE_PYTORCH=1)
 #   - detonation 0.5.2 (+ einops, mltiming): the DeMo reference TransformDCT/CompressDCT
 #   - toploc 0.1.6, compiled from source against torch 2.13 (its wheel targets torch 2.6)
+#   - sev-snp-measure 0.0.13: an independent SNP launch-digest implementation (images tests)
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +30,16 @@ if ! have detonation 0.5.2 || ! have einops "$("$VENV/bin/python" -c 'import imp
     echo "setup-python: installing detonation 0.5.2, einops, mltiming"
     pip install detonation==0.5.2 einops mltiming setuptools wheel ninja numpy safetensors
 fi
+if ! have sev-snp-measure 0.0.13; then
+    echo "setup-python: installing sev-snp-measure 0.0.13 (independent SNP launch-digest oracle)"
+    pip install sev-snp-measure==0.0.13
+fi
 if ! have toploc 0.1.6; then
     echo "setup-python: building toploc 0.1.6 from source (about 2.5 minutes)"
     pip install setuptools wheel ninja
     MAX_JOBS=${MAX_JOBS:-2} pip install --no-build-isolation --no-binary toploc toploc==0.1.6
 fi
 "$VENV/bin/python" - <<'PY'
-import torch, toploc, detonation, einops
+import torch, toploc, detonation, einops, sevsnpmeasure
 print(f"setup-python: torch {torch.__version__}, toploc and detonation import")
 PY

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 ok / accepted, 1 rejected or failed check, 2 unusable input or usage.
 
+mod image;
 mod input;
 mod verify;
 
@@ -30,6 +31,12 @@ enum Command {
     /// Produce sim evidence (SEV-SNP report format, signed by a fresh local test root) for
     /// trying `conclave verify` without TEE hardware. Sim evidence proves nothing.
     SimEvidence(verify::SimEvidenceArgs),
+    /// Guest images: the expected measurements (SEV-SNP launch digest, TDX RTMRs) that
+    /// customers pin in their policy.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
         Command::SimEvidence(args) => verify::sim_evidence(args),
+        Command::Image { command } => image::run(command),
     };
     match result {
         Ok(code) => code,

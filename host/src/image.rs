@@ -1,0 +1,405 @@
+//! `conclave image measure`: the expected measurements of a guest image (SEV-SNP launch
+//! digest, TDX RTMRs from a boot event log), printed and optionally written as a policy
+//! fragment for `conclave verify --policy`. The computing is `conclave-images`; this reads the
+//! files (streaming kernels and initrds) and prints.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgGroup, Args, Subcommand};
+use conclave_images::policy::{TdxPins, snp_fragment, tdx_fragment};
+use conclave_images::snp::hashes::{ComponentDigest, SevHashes};
+use conclave_images::snp::inputs::{MAX_INPUTS_BYTES, from_dstack_json};
+use conclave_images::snp::ovmf::MAX_OVMF_BYTES;
+use conclave_images::snp::vmsa::{CpuSignature, GuestFeatures, VmmType};
+use conclave_images::snp::{Firmware, SnpLaunch};
+use conclave_images::tdx::ccel::{self, MAX_CCEL_BYTES};
+use conclave_images::tdx::{BOOT_RTMRS, QuoteComparison, compare_with_quote};
+use serde_json::json;
+
+use crate::input::{decode_text, read_bounded};
+
+/// The largest kernel or initrd hashed (they are streamed, never held in memory).
+const MAX_COMPONENT_BYTES: u64 = 4 << 30;
+
+/// `conclave image` subcommands.
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Compute the expected measurement of a guest launch.
+    ///
+    /// SEV-SNP: the launch digest (the report's MEASUREMENT) from dstack-style launch inputs
+    /// (`--inputs`), or from the OVMF image, kernel, initrd, command line, vCPUs and guest
+    /// features QEMU is started with (`--ovmf ...`). TDX: RTMR0..3 replayed from the CCEL boot
+    /// event log (`--ccel`), optionally checked against a quote from the same boot.
+    /// `--policy-out` writes the values as a policy fragment for `conclave verify --policy`.
+    /// Exit 0 computed (and matching, with --quote), 1 the log does not reproduce the quote,
+    /// 2 unusable input.
+    Measure(MeasureArgs),
+}
+
+/// Arguments of `conclave image measure`.
+#[derive(Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["inputs", "ovmf", "ccel"])))]
+pub struct MeasureArgs {
+    /// SEV-SNP launch inputs as dstack records them (`launch_inputs.json`; its
+    /// `sev_snp_measurement` document holds the OVMF hash and sections, kernel/initrd hashes,
+    /// command line, vCPUs, vCPU type and guest features). The VMM is QEMU.
+    #[arg(long, value_name = "FILE")]
+    inputs: Option<PathBuf>,
+    /// SEV-SNP: the OVMF firmware image QEMU boots (`-bios`). To measure a kernel it must be an
+    /// OvmfPkg/AmdSev build (it has the SNP_KERNEL_HASHES page); distribution OVMFs are not.
+    #[arg(long, value_name = "FILE")]
+    ovmf: Option<PathBuf>,
+    /// The kernel QEMU is given with `-kernel` (with `kernel-hashes=on`).
+    #[arg(long, value_name = "FILE", requires = "ovmf")]
+    kernel: Option<PathBuf>,
+    /// The initrd QEMU is given with `-initrd`.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line QEMU is given with `-append`, exactly.
+    #[arg(
+        long,
+        value_name = "STR",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
+    append: Option<String>,
+    /// Number of vCPUs (`-smp`).
+    #[arg(long, value_name = "N", requires = "ovmf")]
+    vcpus: Option<u32>,
+    /// QEMU vCPU model (`-cpu`), e.g. EPYC-v4, EPYC-Milan, EPYC-Genoa.
+    #[arg(
+        long,
+        value_name = "MODEL",
+        requires = "ovmf",
+        conflicts_with = "vcpu_sig"
+    )]
+    vcpu_type: Option<String>,
+    /// The vCPU's CPUID signature instead of a model name, hex (e.g. 0x800f12).
+    #[arg(long, value_name = "HEX", requires = "ovmf")]
+    vcpu_sig: Option<String>,
+    /// VMSA SEV_FEATURES the host KVM enables, hex: 0x1 (default; SNPActive) or 0x21 on hosts
+    /// that enable DebugSwap. A wrong value is the usual cause of a mismatch.
+    #[arg(long, value_name = "HEX", requires = "ovmf")]
+    guest_features: Option<String>,
+    /// The hypervisor: qemu (default), ec2 or gce.
+    #[arg(long, value_name = "VMM", requires = "ovmf")]
+    vmm_type: Option<String>,
+    /// Use this precomputed OVMF hash (hex, 48 bytes) instead of hashing the image's pages.
+    #[arg(long, value_name = "HEX", requires = "ovmf")]
+    ovmf_hash: Option<String>,
+    /// TDX: the CCEL event log (`/sys/firmware/acpi/tables/data/CCEL` in the guest).
+    #[arg(long, value_name = "FILE")]
+    ccel: Option<PathBuf>,
+    /// A TDX quote from the same boot (raw, hex or base64) to check the replay against.
+    /// With it, the policy fragment also pins the quote's MRTD.
+    #[arg(long, value_name = "FILE", requires = "ccel")]
+    quote: Option<PathBuf>,
+    /// Write the expected values as a policy fragment (TOML) here.
+    #[arg(long, value_name = "FILE")]
+    policy_out: Option<PathBuf>,
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a `conclave image` subcommand.
+pub fn run(command: ImageCommand) -> Result<ExitCode> {
+    match command {
+        ImageCommand::Measure(args) => measure(args),
+    }
+}
+
+fn measure(args: MeasureArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.ccel {
+        return measure_tdx(&args, path);
+    }
+    let (launch, source) = if let Some(path) = &args.inputs {
+        let bytes = read_bounded(path, MAX_INPUTS_BYTES)?;
+        let launch =
+            from_dstack_json(&bytes).with_context(|| format!("reading {}", path.display()))?;
+        (launch, format!("launch inputs {}", path.display()))
+    } else if let Some(path) = &args.ovmf {
+        (launch_from_files(&args, path)?, describe_files(&args, path))
+    } else {
+        bail!("give --inputs, --ovmf or --ccel");
+    };
+    let digest = launch
+        .launch_digest()
+        .context("computing the SEV-SNP launch digest")?;
+    let k = launch.kernel.as_ref();
+    let hex32 = |h: Option<[u8; 32]>| h.map(hex::encode);
+    if args.json {
+        let out = json!({
+            "tee": "snp",
+            "measurement": digest,
+            "ovmf_hash": launch.firmware.ovmf_hash,
+            "metadata_sections": launch.firmware.sections.len(),
+            "kernel_sha256": hex32(k.map(|k| k.kernel)),
+            "initrd_sha256": hex32(k.map(|k| k.initrd)),
+            "cmdline_sha256": hex32(k.map(|k| k.cmdline)),
+            "vcpus": launch.vcpus,
+            "vcpu_signature": launch.vcpu_sig.to_string(),
+            "guest_features": launch.guest_features.to_string(),
+            "vmm": launch.vmm.to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("measurement   {digest}");
+        println!("tee           AMD SEV-SNP (launch digest)");
+        println!("from          {source}");
+        println!(
+            "firmware      OVMF hash {}, {} metadata sections",
+            launch.firmware.ovmf_hash,
+            launch.firmware.sections.len()
+        );
+        match k {
+            Some(k) => {
+                println!("kernel        sha256:{}", hex::encode(k.kernel));
+                println!("initrd        sha256:{}", hex::encode(k.initrd));
+                println!(
+                    "cmdline       sha256:{} (with its NUL)",
+                    hex::encode(k.cmdline)
+                );
+            }
+            None => println!("kernel        none (hashes page measured as zero pages)"),
+        }
+        println!(
+            "vcpus         {} (signature {}), guest features {}, VMM {}",
+            launch.vcpus, launch.vcpu_sig, launch.guest_features, launch.vmm
+        );
+    }
+    if let Some(out) = &args.policy_out {
+        let notes = vec![
+            "Expected SEV-SNP launch measurement, computed by `conclave image measure`.".into(),
+            format!("From {source}."),
+            format!(
+                "{} vCPUs (signature {}), guest features {}, VMM {}.",
+                launch.vcpus, launch.vcpu_sig, launch.guest_features, launch.vmm
+            ),
+        ];
+        write_fragment(out, &snp_fragment(&digest, &notes))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_hex_u64(flag: &str, text: &str) -> Result<u64> {
+    let t = text.trim();
+    let digits = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    u64::from_str_radix(digits, 16).with_context(|| format!("{flag} {text}: not a hex number"))
+}
+
+fn launch_from_files(args: &MeasureArgs, ovmf_path: &Path) -> Result<SnpLaunch> {
+    let vcpus = args.vcpus.context("--ovmf needs --vcpus N")?;
+    let vmm: VmmType = match &args.vmm_type {
+        Some(v) => v.parse().with_context(|| format!("--vmm-type {v}"))?,
+        None => VmmType::Qemu,
+    };
+    let vcpu_sig = match (&args.vcpu_type, &args.vcpu_sig) {
+        (Some(name), _) => {
+            CpuSignature::from_qemu_model(name).with_context(|| format!("--vcpu-type {name}"))?
+        }
+        (None, Some(sig)) => {
+            let v = parse_hex_u64("--vcpu-sig", sig)?;
+            CpuSignature(
+                u32::try_from(v).with_context(|| format!("--vcpu-sig {sig}: over 32 bits"))?,
+            )
+        }
+        // EC2 and GCE put a fixed value in RDX; only QEMU needs the model.
+        (None, None) if vmm != VmmType::Qemu => CpuSignature(0),
+        (None, None) => {
+            bail!("--ovmf with QEMU needs --vcpu-type MODEL (e.g. EPYC-v4) or --vcpu-sig")
+        }
+    };
+    let guest_features = match &args.guest_features {
+        Some(g) => GuestFeatures(parse_hex_u64("--guest-features", g)?),
+        None => GuestFeatures::default(),
+    };
+    let ovmf = read_bounded(ovmf_path, MAX_OVMF_BYTES)?;
+    let mut firmware =
+        Firmware::from_ovmf(&ovmf).with_context(|| format!("reading {}", ovmf_path.display()))?;
+    if let Some(h) = &args.ovmf_hash {
+        firmware.ovmf_hash = conclave_attestation::Measurement::from_hex(h)
+            .with_context(|| format!("--ovmf-hash {h}"))?;
+    }
+    let kernel = match &args.kernel {
+        Some(k) => {
+            let initrd = match &args.initrd {
+                Some(i) => sha256_file(i)?,
+                None => ComponentDigest::new().finish(),
+            };
+            Some(SevHashes::new(
+                sha256_file(k)?,
+                initrd,
+                args.append.as_deref().unwrap_or(""),
+            ))
+        }
+        None => None,
+    };
+    Ok(SnpLaunch {
+        firmware,
+        kernel,
+        vcpus,
+        vcpu_sig,
+        guest_features,
+        vmm,
+    })
+}
+
+fn describe_files(args: &MeasureArgs, ovmf: &Path) -> String {
+    let mut s = format!("OVMF {}", ovmf.display());
+    if let Some(k) = &args.kernel {
+        s.push_str(&format!(", kernel {}", k.display()));
+    }
+    if let Some(i) = &args.initrd {
+        s.push_str(&format!(", initrd {}", i.display()));
+    }
+    if let Some(a) = &args.append {
+        s.push_str(&format!(", cmdline {a:?}"));
+    }
+    s
+}
+
+/// SHA-256 of a file, streamed in 1 MiB pieces.
+fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = file.take(MAX_COMPONENT_BYTES + 1);
+    let mut digest = ComponentDigest::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_COMPONENT_BYTES {
+            bail!(
+                "{} is larger than {MAX_COMPONENT_BYTES} bytes",
+                path.display()
+            );
+        }
+        digest.update(&buf[..n]);
+    }
+    Ok(digest.finish())
+}
+
+fn measure_tdx(args: &MeasureArgs, path: &Path) -> Result<ExitCode> {
+    let bytes = read_bounded(path, MAX_CCEL_BYTES)?;
+    let log = ccel::parse(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    let replay = log
+        .replay()
+        .with_context(|| format!("replaying {}", path.display()))?;
+    let comparison: Option<QuoteComparison> = match &args.quote {
+        Some(q) => {
+            let raw = read_bounded(q, 1 << 20)?;
+            let cmp = compare_with_quote(&replay, &raw)
+                .or_else(|_| compare_with_quote(&replay, &decode_text(&raw)))
+                .with_context(|| format!("reading quote {}", q.display()))?;
+            Some(cmp)
+        }
+        None => None,
+    };
+    let matches = comparison.as_ref().map(QuoteComparison::boot_rtmrs_match);
+
+    if args.json {
+        let rtmrs: Vec<_> = (0..4)
+            .map(|i| {
+                let mut v = json!({
+                    "index": i,
+                    "replayed": replay.rtmrs[i],
+                    "events": replay.extends[i],
+                });
+                if let Some(c) = &comparison {
+                    v["quoted"] = json!(c.rtmrs[i].quoted);
+                    v["matches"] = json!(c.rtmrs[i].matches());
+                }
+                v
+            })
+            .collect();
+        let out = json!({
+            "tee": "tdx",
+            "events": log.events.len(),
+            "rtmrs": rtmrs,
+            "mr_td": comparison.as_ref().map(|c| c.mr_td),
+            "boot_rtmrs_match": matches,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        match matches {
+            Some(true) => println!("verdict       MATCH: the log reproduces RTMR0..2 of the quote"),
+            Some(false) => println!("verdict       MISMATCH: the log does not reproduce the quote"),
+            None => {}
+        }
+        println!(
+            "tee           Intel TDX (RTMRs replayed from {})",
+            path.display()
+        );
+        println!("events        {} in the log", log.events.len());
+        for i in 0..4 {
+            let runtime = if i >= BOOT_RTMRS { ", runtime" } else { "" };
+            println!(
+                "rtmr{i}         {} ({} events{runtime})",
+                replay.rtmrs[i], replay.extends[i]
+            );
+            if let Some(c) = &comparison {
+                let check = &c.rtmrs[i];
+                let state = match (check.matches(), i < BOOT_RTMRS) {
+                    (true, _) => "equal",
+                    (false, true) => "DIFFERS",
+                    (false, false) => "differs (runtime, not compared)",
+                };
+                println!("  quote       {} {state}", check.quoted);
+            }
+        }
+        if let Some(c) = &comparison {
+            println!("mrtd          {} (from the quote)", c.mr_td);
+        }
+    }
+    if matches == Some(false) {
+        if args.policy_out.is_some() {
+            eprintln!("not writing the policy fragment: the log does not reproduce the quote");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(out) = &args.policy_out {
+        let mut notes = vec![
+            format!(
+                "TDX RTMR0..2 replayed from the CCEL event log {} by `conclave image measure`.",
+                path.display()
+            ),
+            "RTMR3 is extended by the running guest and is not pinned.".to_string(),
+        ];
+        if let Some(q) = &args.quote {
+            notes.push(format!(
+                "MRTD copied from the reference quote {}, whose RTMR0..2 the log reproduces.",
+                q.display()
+            ));
+        }
+        let pins = TdxPins {
+            mr_td: comparison.as_ref().map(|c| c.mr_td),
+            rtmrs: [
+                Some(replay.rtmrs[0]),
+                Some(replay.rtmrs[1]),
+                Some(replay.rtmrs[2]),
+                None,
+            ],
+        };
+        write_fragment(out, &tdx_fragment(&pins, &notes))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_fragment(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote policy fragment to {}", path.display());
+    Ok(())
+}
