@@ -12,6 +12,9 @@ fi
 export CONCLAVE_VECTORS=$(cd "$vectors" && pwd)
 bash scripts/setup-python.sh
 bash scripts/setup-corpus.sh
+# The contract suite (forge: unit, fuzz and invariant tests) also installs anvil for the chain
+# client's integration test.
+bash scripts/test-contracts.sh
 source scripts/env.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

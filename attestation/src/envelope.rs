@@ -165,10 +165,15 @@ impl EnclaveKey {
 
     /// Signs a 32-byte statement the Ethereum way (EIP-191), returning r ‖ s ‖ v.
     pub fn sign_statement(&self, statement: &[u8; 32]) -> [u8; 65] {
-        let digest = eth_message_digest(statement);
+        self.sign_digest(&eth_message_digest(statement))
+    }
+
+    /// Signs a ready digest (an EIP-712 typed-data digest, see [`crate::eip712`]) with a low-s
+    /// signature, returning r ‖ s ‖ v (v = 27/28) as Solidity's `ecrecover` takes it.
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> [u8; 65] {
         // sign_prehash_recoverable only fails for an all-zero digest, which keccak never gives
         // in practice; fall back to an invalid signature rather than panic.
-        match self.key.sign_prehash_recoverable(&digest) {
+        match self.key.sign_prehash_recoverable(digest) {
             Ok((sig, recid)) => {
                 let (sig, recid) = match sig.normalize_s() {
                     Some(n) => (n, RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced())),
@@ -241,6 +246,14 @@ pub fn recover_statement_signer(
     statement: &[u8; 32],
     signature: &[u8; 65],
 ) -> Result<VerifyingKey, EnvelopeError> {
+    recover_digest_signer(&eth_message_digest(statement), signature)
+}
+
+/// Recovers the signer of a low-s r ‖ s ‖ v signature over a ready digest.
+pub fn recover_digest_signer(
+    digest: &[u8; 32],
+    signature: &[u8; 65],
+) -> Result<VerifyingKey, EnvelopeError> {
     let sig =
         Signature::from_slice(&signature[..64]).map_err(|_| EnvelopeError::SignatureMalformed)?;
     if sig.normalize_s().is_some() {
@@ -253,7 +266,7 @@ pub fn recover_statement_signer(
         _ => return Err(EnvelopeError::SignatureMalformed),
     };
     let recid = RecoveryId::from_byte(recid).ok_or(EnvelopeError::SignatureMalformed)?;
-    VerifyingKey::recover_from_prehash(&eth_message_digest(statement), &sig, recid)
+    VerifyingKey::recover_from_prehash(digest, &sig, recid)
         .map_err(|_| EnvelopeError::SignatureMalformed)
 }
 

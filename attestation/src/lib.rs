@@ -23,6 +23,7 @@
 pub mod appraisal;
 pub mod attester;
 pub mod binding;
+pub mod eip712;
 pub mod envelope;
 pub mod evidence;
 pub mod policy;

@@ -42,7 +42,7 @@ pub fn decode_text(bytes: &[u8]) -> Vec<u8> {
         .strip_prefix("0x")
         .or_else(|| compact.strip_prefix("0X"))
         .unwrap_or(&compact);
-    if hex_body.len() % 2 == 0
+    if hex_body.len().is_multiple_of(2)
         && hex_body.chars().all(|c| c.is_ascii_hexdigit())
         && let Ok(b) = hex::decode(hex_body)
     {

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 ok / accepted, 1 rejected or failed check, 2 unusable input or usage.
 
+mod chain_cmd;
 mod image;
 mod input;
 mod verify;
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// The chain: a local dev node with the ConclaveTraining contract deployed.
+    Chain {
+        #[command(subcommand)]
+        command: chain_cmd::ChainCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::SimEvidence(args) => verify::sim_evidence(args),
         Command::Image { command } => image::run(command),
+        Command::Chain { command } => chain_cmd::run(command),
     };
     match result {
         Ok(code) => code,

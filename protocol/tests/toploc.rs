@@ -99,7 +99,7 @@ fn tie_heavy(rows: usize, hidden: usize, seed: u64) -> Tensor {
     let bits = (0..rows * hidden)
         .map(|_| {
             let r = rng.next();
-            if r % 211 == 0 {
+            if r.is_multiple_of(211) {
                 RARE[(r >> 32) as usize % RARE.len()]
             } else {
                 VALUES[(r >> 32) as usize % VALUES.len()]

@@ -81,7 +81,7 @@ pub fn encode_stripe(
 ) {
     let (n1, n2) = (b1.n, b2.n);
     assert!(
-        cols % n2 == 0 && stripe.len() == n1 * cols && b1.c.len() == n1 * n1,
+        cols.is_multiple_of(n2) && stripe.len() == n1 * cols && b1.c.len() == n1 * n1,
         "stripe geometry"
     );
     let blocks = cols / n2;

@@ -6,7 +6,10 @@ pub fn smaller_split(n: usize, target: usize) -> usize {
     if target >= n {
         return n.max(1);
     }
-    (1..=target.max(1)).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=target.max(1))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// A tensor seen as `lead` matrices of `rows × cols` cut into blocks of `n1 × n2`.

@@ -378,14 +378,14 @@ impl TrainConfig {
         if m.layers == 0 || m.heads == 0 || m.width == 0 || m.context < 2 || m.mlp_ratio == 0 {
             bail!("model: layers, heads, width, mlp_ratio must be positive and context ≥ 2");
         }
-        if m.width % m.heads != 0 {
+        if !m.width.is_multiple_of(m.heads) {
             bail!(
                 "model.width ({}) must be a multiple of model.heads ({})",
                 m.width,
                 m.heads
             );
         }
-        if m.positions == Positions::Rotary && (m.width / m.heads) % 2 != 0 {
+        if m.positions == Positions::Rotary && !(m.width / m.heads).is_multiple_of(2) {
             bail!("model: rotary positions need an even head size (width / heads)");
         }
         if self.data.vocab < 300 || self.data.vocab > 65_536 {
@@ -439,7 +439,7 @@ impl TrainConfig {
                 chunk,
                 ..
             } => {
-                if *inner_steps == 0 || t.steps % inner_steps != 0 {
+                if *inner_steps == 0 || !t.steps.is_multiple_of(*inner_steps) {
                     bail!(
                         "optimizer.inner_steps ({inner_steps}) must divide train.steps ({})",
                         t.steps

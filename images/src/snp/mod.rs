@@ -149,7 +149,7 @@ impl SnpLaunch {
                 SectionKind::SnpKernelHashes => self.kernel.is_none(),
                 SectionKind::SnpSecrets | SectionKind::Cpuid => false,
             };
-            if ranged && s.size as usize % PAGE != 0 {
+            if ranged && !(s.size as usize).is_multiple_of(PAGE) {
                 return Err(MeasureError::SectionNotPageAligned {
                     kind: s.kind.name(),
                     gpa: s.gpa,

@@ -123,7 +123,7 @@ fn check_size(data: &[u8]) -> Result<(), MeasureError> {
             max: MAX_OVMF_BYTES,
         });
     }
-    if data.is_empty() || data.len() % PAGE != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(PAGE) {
         return Err(MeasureError::OvmfNotPageAligned { len: data.len() });
     }
     Ok(())
