@@ -4,7 +4,7 @@
 //! The probe is a function of the job seed, the round and the operator's shard, so neither
 //! the operator nor the host picks it: `PROBE_ROWS` windows of `context` tokens.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use conclave_protocol::dataset::SplitMix64;
 use conclave_protocol::toploc::{
     self, Bf16Matrix, Thresholds, VerificationResult, build_proofs_base64,
@@ -40,21 +40,7 @@ pub fn probe_starts(
 ) -> Result<Vec<usize>> {
     let mut rng = SplitMix64::keyed("conclave/v1/probe", &[seed, round, shard.index as u64]);
     (0..rows)
-        .map(|_| match example_len {
-            None => {
-                if shard.tokens.len() <= context + 1 {
-                    bail!("shard {} is shorter than the context", shard.index);
-                }
-                Ok(rng.below((shard.tokens.len() - context - 1) as u64) as usize)
-            }
-            Some(len) => {
-                let n = shard.tokens.len() / len;
-                if n == 0 {
-                    bail!("shard {} holds no examples", shard.index);
-                }
-                Ok(rng.below(n as u64) as usize * len)
-            }
-        })
+        .map(|_| shard.draw_start(&mut rng, context, example_len))
         .collect()
 }
 
@@ -206,13 +192,11 @@ pub fn detection_trials(
         // One DeMo step: the gradient of a training batch, sign-SGD at lr 1e-3.
         let saved: Vec<Vec<f32>> = tr.params.iter().map(|(_, p)| to_vec(p)).collect();
         let b = tr.batch(tr.step, 0)?;
-        let shape = [b.rows as i64, b.cols as i64];
         for (_, p) in &tr.params {
             let mut p = p.shallow_clone();
             p.zero_grad();
         }
-        let x = Tensor::from_slice(&b.inputs).view(shape).to_device(dev);
-        let y = Tensor::from_slice(&b.targets).view(shape).to_device(dev);
+        let (x, y) = b.to_tensors(dev);
         tr.model.loss(&x, &y).backward();
         for ((_, p), w) in tr.params.iter().zip(&saved) {
             let g = to_vec(&p.grad());

@@ -1,18 +1,14 @@
 //! TOPLOC-proved round receipts: a trainer writes them, `conclave-enclave replay` re-executes
 //! the round and accepts it, and refuses every kind of lie (tests on the real corpus).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use conclave_enclave::prove::detection_trials;
 use conclave_enclave::train::config::Values;
 use conclave_enclave::train::{Method, TrainConfig, Trainer};
-
-fn corpus() -> PathBuf {
-    std::env::var_os("CONCLAVE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.data/moby-dick/package"))
-}
 
 fn tiny(dir: &Path, method: Method) -> TrainConfig {
     let mut c = TrainConfig {
@@ -28,7 +24,7 @@ fn tiny(dir: &Path, method: Method) -> TrainConfig {
     c.model.heads = 4;
     c.model.width = 64;
     c.model.context = 64;
-    c.data.corpus = corpus();
+    c.data.corpus = common::corpus();
     c.data.cache = dir.join("cache");
     c.data.vocab = 400;
     c.data.shards = 4;

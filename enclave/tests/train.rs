@@ -1,17 +1,13 @@
 //! The trainer on the real corpus (set up by `scripts/setup-corpus.sh`): a tiny model learns,
 //! runs are bit-for-bit reproducible, checkpoints round-trip, and damaged data is refused.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use conclave_enclave::train::checkpoint;
 use conclave_enclave::train::config::{DataKind, Method, Values};
 use conclave_enclave::train::{TrainConfig, Trainer};
-
-fn corpus() -> PathBuf {
-    std::env::var_os("CONCLAVE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.data/moby-dick/package"))
-}
 
 fn tiny(dir: &Path, method: Method) -> TrainConfig {
     let mut c = TrainConfig {
@@ -25,7 +21,7 @@ fn tiny(dir: &Path, method: Method) -> TrainConfig {
     c.model.heads = 2;
     c.model.width = 32;
     c.model.context = 32;
-    c.data.corpus = corpus();
+    c.data.corpus = common::corpus();
     c.data.cache = dir.join("cache");
     c.data.vocab = 400;
     c.data.shards = 4;

@@ -113,14 +113,6 @@ pub struct Chain {
     pub options: ChainOptions,
 }
 
-/// A contract error's name and fields, or the transport error.
-pub fn describe(e: &alloy::contract::Error) -> String {
-    match e.as_decoded_interface_error::<ContractError>() {
-        Some(err) => format!("reverted: {err:?}"),
-        None => format!("{e}"),
-    }
-}
-
 fn retryable(e: &alloy::contract::Error) -> bool {
     match e {
         alloy::contract::Error::TransportError(t) => t.as_error_resp().is_none(),
@@ -185,7 +177,7 @@ impl Chain {
             U256::from(params.reporter_reward_bps),
         )
         .await
-        .map_err(|e| anyhow!("deploying ConclaveTraining: {}", describe(&e)))?;
+        .map_err(|e| ChainError::from_contract("deploying ConclaveTraining", &e))?;
         Chain::connect(rpc, key, *instance.address(), options).await
     }
 
@@ -234,7 +226,7 @@ impl Chain {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(e) => return Err(ChainError::from_contract(what, e).into()),
+                Err(e) => return Err(ChainError::from_contract(what, &e).into()),
             }
         }
     }
@@ -413,7 +405,7 @@ impl Chain {
             .getJob(U256::from(job))
             .call()
             .await
-            .map_err(|e| anyhow!("getJob({job}): {}", describe(&e)))
+            .map_err(|e| ChainError::from_contract(&format!("getJob({job})"), &e).into())
     }
 
     pub async fn operator(&self, job: u64, op: Address) -> Result<IConclaveTraining::Operator> {
@@ -421,7 +413,7 @@ impl Chain {
             .getOperator(U256::from(job), op)
             .call()
             .await
-            .map_err(|e| anyhow!("getOperator: {}", describe(&e)))
+            .map_err(|e| ChainError::from_contract("getOperator", &e).into())
     }
 
     pub async fn checkpoint(&self, job: u64, round: u64) -> Result<IConclaveTraining::Checkpoint> {
@@ -429,7 +421,7 @@ impl Chain {
             .getCheckpoint(U256::from(job), round)
             .call()
             .await
-            .map_err(|e| anyhow!("getCheckpoint: {}", describe(&e)))
+            .map_err(|e| ChainError::from_contract("getCheckpoint", &e).into())
     }
 
     pub async fn payment_of(&self, job: u64, op: Address) -> Result<U256> {
@@ -437,7 +429,7 @@ impl Chain {
             .paymentOf(U256::from(job), op)
             .call()
             .await
-            .map_err(|e| anyhow!("paymentOf: {}", describe(&e)))
+            .map_err(|e| ChainError::from_contract("paymentOf", &e).into())
     }
 
     pub async fn balance(&self, who: Address) -> Result<U256> {
@@ -455,7 +447,8 @@ pub enum ChainError {
 }
 
 impl ChainError {
-    fn from_contract(what: &str, e: alloy::contract::Error) -> Self {
+    /// The contract's named error when `e` is a revert, otherwise the error's text.
+    pub fn from_contract(what: &str, e: &alloy::contract::Error) -> Self {
         match e.as_decoded_interface_error::<ContractError>() {
             Some(error) => ChainError::Reverted {
                 what: what.into(),
@@ -473,6 +466,8 @@ impl ChainError {
 pub struct Anvil {
     child: tokio::process::Child,
     pub port: u16,
+    /// A wallet-less provider for the node's own RPC methods.
+    rpc: DynProvider,
 }
 
 /// The anvil binary: `$CONCLAVE_ANVIL`, the project's `.tools/bin/anvil`, or `anvil` on PATH.
@@ -527,7 +522,10 @@ impl Anvil {
         }
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Anvil { child, port })
+        let rpc = ProviderBuilder::new()
+            .connect_http(format!("http://127.0.0.1:{port}").parse()?)
+            .erased();
+        Ok(Anvil { child, port, rpc })
     }
 
     pub fn url(&self) -> String {
@@ -536,10 +534,7 @@ impl Anvil {
 
     /// Gives `who` a balance (anvil's `anvil_setBalance`).
     pub async fn fund(&self, who: Address, wei: U256) -> Result<()> {
-        let provider = ProviderBuilder::new()
-            .connect_http(self.url().parse()?)
-            .erased();
-        provider
+        self.rpc
             .raw_request::<_, ()>("anvil_setBalance".into(), (who, wei))
             .await
             .context("anvil_setBalance")?;
@@ -548,14 +543,11 @@ impl Anvil {
 
     /// Moves the node's clock forward and mines a block.
     pub async fn advance_time(&self, seconds: u64) -> Result<()> {
-        let provider = ProviderBuilder::new()
-            .connect_http(self.url().parse()?)
-            .erased();
-        provider
+        self.rpc
             .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (seconds,))
             .await
             .context("evm_increaseTime")?;
-        provider
+        self.rpc
             .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
             .await
             .context("evm_mine")?;
@@ -564,10 +556,8 @@ impl Anvil {
 
     /// The node's latest block timestamp.
     pub async fn now(&self) -> Result<u64> {
-        let provider = ProviderBuilder::new()
-            .connect_http(self.url().parse()?)
-            .erased();
-        let block = provider
+        let block = self
+            .rpc
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await?
             .context("no latest block")?;

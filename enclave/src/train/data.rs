@@ -240,19 +240,22 @@ impl Dataset {
         std::fs::create_dir_all(&base)
             .with_context(|| format!("creating the data cache {}", base.display()))?;
         let tk_path = base.join("tokenizer.json");
-        let tokenizer = if tk_path.exists() {
-            Tokenizer::from_file(&tk_path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", tk_path.display()))?
+        let (tokenizer, tk_json) = if tk_path.exists() {
+            let json = std::fs::read_to_string(&tk_path)
+                .with_context(|| format!("reading {}", tk_path.display()))?;
+            let tk = json
+                .parse::<Tokenizer>()
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", tk_path.display()))?;
+            (tk, json)
         } else {
             let tk = train_tokenizer(&text, cfg.vocab)?;
             let json = tk
                 .to_string(false)
                 .map_err(|e| anyhow::anyhow!("serialising the tokenizer: {e}"))?;
             write_atomic(&tk_path, json.as_bytes())?;
-            tk
+            (tk, json)
         };
-        let tk_json = std::fs::read(&tk_path)?;
-        let tk_sha = hex_sha256(&tk_json);
+        let tk_sha = hex_sha256(tk_json.as_bytes());
         let vocab = tokenizer.get_vocab_size(true);
 
         let (kind, example_len) = match cfg.kind {
@@ -435,30 +438,27 @@ fn build_shards(
             cfg.shards
         );
     }
-    let mut infos = Vec::new();
-    let mut hashes = Vec::new();
-    let write = |index: u32, from: usize, to: usize| -> Result<ShardInfo> {
+    // Writes one shard file; returns its manifest entry and hash.
+    let write = |index: u32, from: usize, to: usize| -> Result<(ShardInfo, [u8; 32])> {
         let (t, m) = (
             &tokens[from * unit..to * unit],
             &mask[from * unit..to * unit],
         );
         write_atomic(&shard_path(dir, index), &shard_bytes(t, m))?;
-        Ok(ShardInfo {
+        let hash = shard_hash(index, t, m);
+        let info = ShardInfo {
             index,
             tokens: t.len() as u64,
-            sha256: hex::encode(shard_hash(index, t, m)),
-        })
+            sha256: hex::encode(hash),
+        };
+        Ok((info, hash))
     };
-    for i in 0..cfg.shards {
-        let info = write(i, i as usize * per, (i as usize + 1) * per)?;
-        hashes.push(shard_hash(
-            i,
-            &tokens[i as usize * per * unit..(i as usize + 1) * per * unit],
-            &mask[i as usize * per * unit..(i as usize + 1) * per * unit],
-        ));
-        infos.push(info);
-    }
-    let validation = write(u32::MAX, train_units, units)?;
+    let (infos, hashes): (Vec<ShardInfo>, Vec<[u8; 32]>) = (0..cfg.shards)
+        .map(|i| write(i, i as usize * per, (i as usize + 1) * per))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let validation = write(u32::MAX, train_units, units)?.0;
     let manifest = DatasetManifest {
         version: 1,
         source: SOURCE.into(),
@@ -483,6 +483,15 @@ pub struct Batch {
     pub targets: Vec<i64>,
     pub rows: usize,
     pub cols: usize,
+}
+
+impl Batch {
+    /// Inputs and targets as `[rows, cols]` i64 tensors on `device`.
+    pub fn to_tensors(&self, device: tch::Device) -> (tch::Tensor, tch::Tensor) {
+        let shape = [self.rows as i64, self.cols as i64];
+        let t = |v: &[i64]| tch::Tensor::from_slice(v).view(shape).to_device(device);
+        (t(&self.inputs), t(&self.targets))
+    }
 }
 
 impl Shard {
@@ -514,24 +523,35 @@ impl Shard {
             cols: ctx,
         };
         for _ in 0..rows {
-            let start = match example_len {
-                None => {
-                    if self.tokens.len() <= ctx + 1 {
-                        bail!("shard {} is shorter than the context", self.index);
-                    }
-                    rng.below((self.tokens.len() - ctx - 1) as u64) as usize
-                }
-                Some(len) => {
-                    let n = self.tokens.len() / len;
-                    if n == 0 || len != ctx + 1 {
-                        bail!("shard {} has no examples of {} tokens", self.index, ctx + 1);
-                    }
-                    rng.below(n as u64) as usize * len
-                }
-            };
+            let start = self.draw_start(rng, ctx, example_len)?;
             self.window(start, ctx, &mut b);
         }
         Ok(b)
+    }
+
+    /// One window start drawn from `rng`: any offset with `ctx + 1` tokens after it in running
+    /// text, or the start of a whole example (of `ctx + 1` tokens) in SFT data.
+    pub fn draw_start(
+        &self,
+        rng: &mut SplitMix64,
+        ctx: usize,
+        example_len: Option<usize>,
+    ) -> Result<usize> {
+        Ok(match example_len {
+            None => {
+                if self.tokens.len() <= ctx + 1 {
+                    bail!("shard {} is shorter than the context", self.index);
+                }
+                rng.below((self.tokens.len() - ctx - 1) as u64) as usize
+            }
+            Some(len) => {
+                let n = self.tokens.len() / len;
+                if n == 0 || len != ctx + 1 {
+                    bail!("shard {} has no examples of {} tokens", self.index, ctx + 1);
+                }
+                rng.below(n as u64) as usize * len
+            }
+        })
     }
 
     /// `count` fixed windows spread evenly over the shard (validation).

@@ -236,18 +236,6 @@ impl Trainer {
         )
     }
 
-    fn tensors(&self, b: &Batch) -> (Tensor, Tensor) {
-        let shape = [b.rows as i64, b.cols as i64];
-        (
-            Tensor::from_slice(&b.inputs)
-                .view(shape)
-                .to_device(self.device),
-            Tensor::from_slice(&b.targets)
-                .view(shape)
-                .to_device(self.device),
-        )
-    }
-
     /// Mean validation loss of the shared model.
     pub fn evaluate(&self) -> f64 {
         let _g = tch::no_grad_guard();
@@ -256,7 +244,7 @@ impl Trainer {
         let chunks: Vec<&[usize]> = self.val_starts.chunks(self.cfg.train.batch).collect();
         for c in &chunks {
             let b = self.validation.batch_at(c, ctx);
-            let (x, y) = self.tensors(&b);
+            let (x, y) = b.to_tensors(self.device);
             total += self.model.loss(&x, &y).double_value(&[]);
         }
         total / chunks.len().max(1) as f64
@@ -280,13 +268,7 @@ impl Trainer {
                 opt.zero_grad();
                 let mut loss = 0.0;
                 for b in &batches {
-                    let shape = [b.rows as i64, b.cols as i64];
-                    let x = Tensor::from_slice(&b.inputs)
-                        .view(shape)
-                        .to_device(self.device);
-                    let y = Tensor::from_slice(&b.targets)
-                        .view(shape)
-                        .to_device(self.device);
+                    let (x, y) = b.to_tensors(self.device);
                     let l = self.model.loss(&x, &y);
                     loss += l.double_value(&[]);
                     (l / r as f64).backward();
@@ -387,9 +369,7 @@ impl Trainer {
                         set_from(t, w);
                     }
                     for (s, b) in batches[i].iter().enumerate() {
-                        let shape = [b.rows as i64, b.cols as i64];
-                        let x = Tensor::from_slice(&b.inputs).view(shape).to_device(device);
-                        let y = Tensor::from_slice(&b.targets).view(shape).to_device(device);
+                        let (x, y) = b.to_tensors(device);
                         rep.opt.zero_grad();
                         let l = rep.model.loss(&x, &y);
                         loss += l.double_value(&[]);
@@ -437,7 +417,7 @@ impl Trainer {
             let mut p = p.shallow_clone();
             p.zero_grad();
         }
-        let (x, y) = self.tensors(b);
+        let (x, y) = b.to_tensors(self.device);
         let l = self.model.loss(&x, &y);
         let v = l.double_value(&[]);
         if !v.is_finite() {
