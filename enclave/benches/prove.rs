@@ -2,8 +2,8 @@
 //! cast, proofs of 32-token groups with top-128) against one training step of the same model,
 //! both measured here with criterion: the convergence benchmark's 2.17 M-parameter GPT on the
 //! real corpus (`scripts/setup-corpus.sh`); one operator's step (one replica, 16 sequences of
-//! 128 tokens, an AdamW step: SparseLoCo's inner step). The probe is fixed (2 × 128 tokens,
-//! forward only), so its share falls as the step's batch grows.
+//! 128 tokens, an AdamW step: SparseLoCo's inner step). The probe is fixed (`PROBE_ROWS` ×
+//! `PROBE_TOKENS` tokens, forward only), so its share falls as the step's batch grows.
 //!
 //! `source scripts/env.sh && cargo bench -p conclave-enclave --bench prove`
 
@@ -27,6 +27,7 @@ fn main() {
     cfg.out = std::env::temp_dir().join("conclave-bench-prove");
     let mut tr = Trainer::new(cfg).expect("trainer (run scripts/setup-corpus.sh)");
     let ctx = tr.cfg.model.context;
+    let win = prove::probe_tokens(ctx);
     let idx = tr.shard_for(0, 0).expect("shard");
     let shard = tr.dataset.shard(idx).expect("shard");
     let starts = prove::probe_starts(tr.cfg.seed, 0, &shard, PROBE_ROWS, ctx, None).expect("probe");
@@ -52,7 +53,7 @@ fn main() {
             let t = std::time::Instant::now();
             for _ in 0..iters {
                 let (bits, rows, hidden) =
-                    prove::activations(&tr.model, &shard, &starts, ctx, tr.device, Precision::Bf16)
+                    prove::activations(&tr.model, &shard, &starts, win, tr.device, Precision::Bf16)
                         .expect("activations");
                 black_box(prove::prove(&bits, rows, hidden).expect("proofs"));
             }

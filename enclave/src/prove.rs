@@ -2,7 +2,13 @@
 //! proofs over groups of 32 tokens with top-128 ([`conclave_protocol::toploc`]).
 //!
 //! The probe is a function of the job seed, the round and the operator's shard, so neither
-//! the operator nor the host picks it: `PROBE_ROWS` windows of `context` tokens.
+//! the operator nor the host picks it: `PROBE_ROWS` windows drawn as `context`-token windows
+//! (whole examples for SFT), of which the first [`probe_tokens`] are run and proved.
+//!
+//! The probe is kept small on purpose: proving is a forward pass of the probe, so its cost
+//! relative to a training step is about `probe tokens / (3 × step tokens)`. One window of 32
+//! tokens (one proof) keeps it under 1 % of an operator's step of 16 × 128 tokens; each of
+//! the detection scenarios is still caught in every trial (`conclave-enclave toploc-trials`).
 
 use anyhow::Result;
 use conclave_protocol::dataset::SplitMix64;
@@ -15,7 +21,9 @@ use crate::train::data::Shard;
 use crate::train::model::Gpt;
 
 /// Sequences in a probe batch.
-pub const PROBE_ROWS: usize = 2;
+pub const PROBE_ROWS: usize = 1;
+/// Tokens of each probe window run through the model (one proof group).
+pub const PROBE_TOKENS: usize = 32;
 /// Tokens per proof (TOPLOC's `decode_batching_size` in the paper's setting).
 pub const GROUP: usize = 32;
 /// Values interpolated per proof.
@@ -44,26 +52,31 @@ pub fn probe_starts(
         .collect()
 }
 
-/// The last hidden states of the probe windows as 16-bit patterns, `[rows·context, width]`
-/// row-major.
+/// Tokens proved per probe window for a model of `context` tokens.
+pub fn probe_tokens(context: usize) -> usize {
+    PROBE_TOKENS.min(context)
+}
+
+/// The last hidden states of the first `tokens` tokens of each probe window as 16-bit
+/// patterns, `[rows·tokens, width]` row-major.
 pub fn activations(
     model: &Gpt,
     shard: &Shard,
     starts: &[usize],
-    context: usize,
+    tokens: usize,
     device: Device,
     precision: Precision,
 ) -> Result<(Vec<u16>, usize, usize)> {
-    let mut tokens = Vec::with_capacity(starts.len() * context);
+    let mut ids = Vec::with_capacity(starts.len() * tokens);
     for &s in starts {
         let w = shard
             .tokens
-            .get(s..s + context)
+            .get(s..s + tokens)
             .ok_or_else(|| anyhow::anyhow!("probe window at {s} runs past the shard"))?;
-        tokens.extend(w.iter().map(|&t| t as i64));
+        ids.extend(w.iter().map(|&t| t as i64));
     }
-    let x = Tensor::from_slice(&tokens)
-        .view([starts.len() as i64, context as i64])
+    let x = Tensor::from_slice(&ids)
+        .view([starts.len() as i64, tokens as i64])
         .to_device(device);
     let h = tch::no_grad(|| model.hidden(&x));
     let width = h.size()[2] as usize;
@@ -81,7 +94,7 @@ pub fn activations(
     let mut raw = vec![0i16; n];
     h.copy_data(&mut raw, n);
     let bits = raw.into_iter().map(|v| v as u16).collect();
-    Ok((bits, starts.len() * context, width))
+    Ok((bits, starts.len() * tokens, width))
 }
 
 /// Base64 proofs of the activations.
@@ -167,13 +180,14 @@ pub fn detection_trials(
             tr.advance()?;
         }
         let ctx = tr.cfg.model.context;
+        let win = probe_tokens(ctx);
         let s = tr.shard_for(tr.step, 0)?;
         let other = tr.shard_for(tr.step, 1)?;
         let shard = tr.dataset.shard(s)?;
         let other_shard = tr.dataset.shard(other)?;
         let starts = probe_starts(tr.cfg.seed, t as u64, &shard, PROBE_ROWS, ctx, None)?;
         let dev = tr.device;
-        let honest_bits = activations(&tr.model, &shard, &starts, ctx, dev, Precision::Bf16)?;
+        let honest_bits = activations(&tr.model, &shard, &starts, win, dev, Precision::Bf16)?;
         let (rows, hidden) = (honest_bits.1, honest_bits.2);
         let check = |proofs: &[String]| -> Result<bool> {
             let r = verify(
@@ -204,13 +218,13 @@ pub fn detection_trials(
             crate::codec::sign_step(&mut w, &g, 1e-3);
             set_from(p, &w);
         }
-        let bits = activations(&tr.model, &shard, &starts, ctx, dev, Precision::Bf16)?;
+        let bits = activations(&tr.model, &shard, &starts, win, dev, Precision::Bf16)?;
         claims.push(prove(&bits.0, rows, hidden)?);
         for ((_, p), w) in tr.params.iter().zip(&saved) {
             set_from(p, w);
         }
         // The same windows of another shard.
-        let bits = activations(&tr.model, &other_shard, &starts, ctx, dev, Precision::Bf16)?;
+        let bits = activations(&tr.model, &other_shard, &starts, win, dev, Precision::Bf16)?;
         claims.push(prove(&bits.0, rows, hidden)?);
         // A cheaper model: the last layer left out, every other weight the same.
         let mut mc = tr.cfg.model.clone();
@@ -225,10 +239,10 @@ pub fn detection_trials(
                 set_from(&a, &saved[i]);
             }
         }
-        let bits = activations(&alt, &shard, &starts, ctx, dev, Precision::Bf16)?;
+        let bits = activations(&alt, &shard, &starts, win, dev, Precision::Bf16)?;
         claims.push(prove(&bits.0, rows, hidden)?);
         // f16 activations.
-        let bits = activations(&tr.model, &shard, &starts, ctx, dev, Precision::F16)?;
+        let bits = activations(&tr.model, &shard, &starts, win, dev, Precision::F16)?;
         claims.push(prove(&bits.0, rows, hidden)?);
         for (c, proofs) in counts.iter_mut().zip(&claims) {
             c.trials += 1;
@@ -249,6 +263,7 @@ pub fn proof_overhead(cfg: &crate::train::TrainConfig, reps: usize) -> Result<(f
     use std::time::Instant;
     let mut tr = crate::train::Trainer::new(cfg.clone())?;
     let ctx = tr.cfg.model.context;
+    let win = probe_tokens(ctx);
     let s = tr.shard_for(0, 0)?;
     let shard = tr.dataset.shard(s)?;
     let starts = probe_starts(
@@ -272,7 +287,7 @@ pub fn proof_overhead(cfg: &crate::train::TrainConfig, reps: usize) -> Result<(f
         step.push(t.elapsed().as_secs_f64() / n as f64);
         let t = Instant::now();
         let (bits, rows, hidden) =
-            activations(&tr.model, &shard, &starts, ctx, tr.device, Precision::Bf16)?;
+            activations(&tr.model, &shard, &starts, win, tr.device, Precision::Bf16)?;
         std::hint::black_box(prove(&bits, rows, hidden)?);
         proof.push(t.elapsed().as_secs_f64());
     }

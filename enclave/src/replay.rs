@@ -141,6 +141,7 @@ pub fn replay_with(input: &ReplayInput, precision: Precision) -> Result<ReplayRe
         ),
     );
     let ctx = p.context as usize;
+    let win = p.tokens as usize;
     let example_len = p.example_len.map(|l| l as usize);
     let derived = prove::probe_starts(
         receipt.seed,
@@ -175,7 +176,7 @@ pub fn replay_with(input: &ReplayInput, precision: Precision) -> Result<ReplayRe
     let (group, topk) = (receipt.toploc.group as usize, receipt.toploc.topk as usize);
     let th = receipt.toploc.thresholds;
     let (bits, rows, hidden) =
-        prove::activations(&model, &shard, &starts, ctx, Device::Cpu, precision)?;
+        prove::activations(&model, &shard, &starts, win, Device::Cpu, precision)?;
     let before = prove::verify(
         &bits,
         rows,
@@ -260,7 +261,7 @@ pub fn replay_with(input: &ReplayInput, precision: Precision) -> Result<ReplayRe
         ),
     );
     let (bits, rows, hidden) =
-        prove::activations(&model, &shard, &starts, ctx, Device::Cpu, precision)?;
+        prove::activations(&model, &shard, &starts, win, Device::Cpu, precision)?;
     let after = prove::verify(&bits, rows, hidden, &receipt.proofs_after, group, topk, &th)
         .context("verifying the proofs after")?;
     let ok = after.iter().all(|r| r.1);

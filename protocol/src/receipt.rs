@@ -33,9 +33,13 @@ pub struct Probe {
     pub shard: u32,
     /// Its hash as the dataset manifest lists it.
     pub shard_sha256: String,
-    /// Window starts (token offsets into the shard), `context` tokens each.
+    /// Window starts (token offsets into the shard), drawn as windows of `context` tokens
+    /// (whole examples for SFT data).
     pub starts: Vec<u64>,
     pub context: u32,
+    /// Tokens of each window run through the model and proved: the first `tokens` of it
+    /// (1 ≤ tokens ≤ context).
+    pub tokens: u32,
     /// For SFT data: the length of one example (windows are whole examples).
     #[serde(default)]
     pub example_len: Option<u32>,
@@ -151,7 +155,10 @@ impl RoundReceipt {
         if p.starts.is_empty() || p.starts.len() > 4096 || p.context == 0 {
             return Err(field("probe", "1 to 4096 windows of a positive context"));
         }
-        let rows = p.starts.len() as u64 * p.context as u64;
+        if p.tokens == 0 || p.tokens > p.context {
+            return Err(field("probe", "tokens per window must be 1 to context"));
+        }
+        let rows = p.starts.len() as u64 * p.tokens as u64;
         let groups = rows.div_ceil(t.group as u64) as usize;
         for (name, proofs) in [
             ("proofs_before", &self.proofs_before),
@@ -209,6 +216,7 @@ mod tests {
                 shard_sha256: h,
                 starts: vec![0, 100],
                 context: 32,
+                tokens: 32,
                 example_len: None,
             },
             toploc: ToplocParams {
@@ -232,6 +240,21 @@ mod tests {
             RoundReceipt::from_json(&bad.to_json()),
             Err(ReceiptError::Field {
                 field: "proofs_after",
+                ..
+            })
+        ));
+        let mut bad = r.clone();
+        bad.probe.tokens = 33;
+        assert!(matches!(
+            RoundReceipt::from_json(&bad.to_json()),
+            Err(ReceiptError::Field { field: "probe", .. })
+        ));
+        let mut bad = r.clone();
+        bad.probe.tokens = 16;
+        assert!(matches!(
+            RoundReceipt::from_json(&bad.to_json()),
+            Err(ReceiptError::Field {
+                field: "proofs_before",
                 ..
             })
         ));
