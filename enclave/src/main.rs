@@ -31,6 +31,19 @@ enum Command {
     Codec(CodecCommand),
     /// Train a GPT on the corpus with AdamW, DeMo or SparseLoCo across in-process replicas.
     Train(TrainArgs),
+    /// Print a job's published facts for a training config: its config hash, the dataset's
+    /// Merkle root and the hash of the initial weights (JSON).
+    Spec {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = ".data/moby-dick/package")]
+        corpus: PathBuf,
+        #[arg(long, default_value = ".data/cache")]
+        cache: PathBuf,
+    },
+    /// Serve the host over the channel: generate the enclave key in memory, attest it, and
+    /// answer job, round, aggregation and checkpoint requests with signed results.
+    Serve(ServeArgs),
     /// Re-execute a round outside any VM and check its receipt's TOPLOC proofs and hashes.
     Replay(ReplayArgs),
     /// Count TOPLOC's false positives and negatives over many trials (honest rounds, and
@@ -54,6 +67,37 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AttesterKind {
+    /// Software evidence in the SEV-SNP format (no hardware; appraisal needs `allow_sim`).
+    Sim,
+    /// SEV-SNP guest: configfs-tsm, or /dev/sev-guest.
+    Snp,
+    /// TDX guest: configfs-tsm.
+    Tdx,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The Unix socket to listen on (sim enclaves and local VMs' forwarded channels).
+    #[arg(long)]
+    socket: PathBuf,
+    #[arg(long, value_enum, default_value = "sim")]
+    attester: AttesterKind,
+    /// The corpus folder inside the enclave (the job spec cannot name another).
+    #[arg(long, default_value = ".data/moby-dick/package")]
+    corpus: PathBuf,
+    /// The tokenized-shard cache.
+    #[arg(long, default_value = ".data/cache")]
+    cache: PathBuf,
+    /// Scratch space.
+    #[arg(long, default_value = "/tmp/conclave-enclave")]
+    scratch: PathBuf,
+    /// libtorch threads (0: its default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
 }
 
 #[derive(Args)]
@@ -185,6 +229,47 @@ struct DecodeArgs {
     clip_median_norm: bool,
 }
 
+fn spec(config: PathBuf, corpus: PathBuf, cache: PathBuf) -> Result<ExitCode> {
+    let mut cfg = TrainConfig::load(&config)?;
+    cfg.data.corpus = corpus;
+    cfg.data.cache = cache;
+    cfg.device = "cpu".into();
+    let t = Trainer::new(cfg)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "config_hash": t.cfg.hash(),
+            "data_root": t.dataset.root().to_string(),
+            "initial_model_hash": t.model_hash()?,
+            "params": t.param_count(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    use conclave_attestation::{Attester, SimAttester, SimConfig, SnpAttester, TdxAttester};
+    use conclave_enclave::service::{DataPaths, Enclave, serve_unix};
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads);
+    }
+    let attester: Box<dyn Attester> = match a.attester {
+        AttesterKind::Sim => Box::new(SimAttester::new(SimConfig::default())?),
+        AttesterKind::Snp => Box::new(SnpAttester::new()),
+        AttesterKind::Tdx => Box::new(TdxAttester::new()),
+    };
+    let mut enclave = Enclave::new(
+        attester,
+        DataPaths {
+            corpus: a.corpus,
+            cache: a.cache,
+            scratch: a.scratch,
+        },
+    );
+    serve_unix(&mut enclave, &a.socket)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -193,6 +278,12 @@ fn main() -> ExitCode {
         Command::Codec(CodecCommand::Inspect { update, json }) => inspect(update, json),
         Command::Train(a) => train(a),
         Command::Replay(a) => replay(a),
+        Command::Serve(a) => serve(a),
+        Command::Spec {
+            config,
+            corpus,
+            cache,
+        } => spec(config, corpus, cache),
         Command::ToplocTrials {
             config,
             trials,

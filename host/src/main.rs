@@ -22,6 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a job as the host proxy: launch the enclaves (sim processes here), check their
+    /// evidence, drive the rounds and store the signed receipts and checkpoints.
+    Run {
+        /// The operator config (TOML); `CONCLAVE_<SECTION>__<KEY>` variables override it.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Verify attestation evidence (SEV-SNP report, TDX quote, or sim bundle) offline.
     ///
     /// Checks the signature chain to the vendor root (AMD ARK built in; Intel SGX root pinned),
@@ -45,9 +52,23 @@ enum Command {
     },
 }
 
+fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = conclave_host::run::OperatorConfig::load(config, std::env::vars())?;
+    let s = conclave_host::run::run_local(&cfg)?;
+    println!(
+        "{} rounds on {} operators: model {}; checkpoint {}",
+        s.rounds,
+        s.operators,
+        s.model_hash,
+        s.checkpoint.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => run_job(&config),
         Command::Verify(args) => verify::run(args),
         Command::SimEvidence(args) => verify::sim_evidence(args),
         Command::Image { command } => image::run(command),

@@ -8,6 +8,7 @@
 //!
 //! Start reading at [`update::SparseUpdate`].
 
+pub mod channel;
 pub mod dataset;
 pub mod pack;
 pub mod receipt;

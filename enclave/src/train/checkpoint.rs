@@ -83,31 +83,31 @@ pub fn save(
 pub fn load_into(path: &Path, params: &[(String, Tensor)]) -> Result<String> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
-    let loaded = tensors::from_safetensors(&bytes)
-        .with_context(|| format!("reading weights {}", path.display()))?;
+    load_bytes_into(&bytes, params).with_context(|| format!("loading {}", path.display()))
+}
+
+/// [`load_into`] from safetensors bytes. Nothing is changed unless every tensor matches.
+pub fn load_bytes_into(bytes: &[u8], params: &[(String, Tensor)]) -> Result<String> {
+    let loaded = tensors::from_safetensors(bytes).context("reading weights")?;
     if loaded.len() != params.len() {
-        bail!(
-            "{}: {} tensors, the model has {}",
-            path.display(),
-            loaded.len(),
-            params.len()
-        );
+        bail!("{} tensors, the model has {}", loaded.len(), params.len());
     }
     for ((name, t), l) in params.iter().zip(&loaded) {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         if &l.name != name || l.shape != shape {
             bail!(
-                "{}: tensor {:?} {:?} where the model has {:?} {:?}",
-                path.display(),
+                "tensor {:?} {:?} where the model has {:?} {:?}",
                 l.name,
                 l.shape,
                 name,
                 shape
             );
         }
+    }
+    for ((_, t), l) in params.iter().zip(&loaded) {
         set_from(t, &l.data);
     }
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    Ok(hex::encode(Sha256::digest(bytes)))
 }
 
 /// Reads a manifest and checks that its weights file hashes to its model hash.

@@ -76,6 +76,17 @@ enum State {
     },
 }
 
+/// One operator's update for a round ([`Trainer::local_update`]).
+#[derive(Debug, Clone)]
+pub struct LocalUpdate {
+    /// The encoded [`SparseUpdate`].
+    pub bytes: Vec<u8>,
+    /// Mean training loss of its local steps.
+    pub loss: f64,
+    /// Training steps the round covers.
+    pub steps: u64,
+}
+
 /// A trainer holding the shared model, the data and the method's state.
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -284,70 +295,65 @@ impl Trainer {
                 self.step += 1;
                 Ok((loss / r as f64, 1))
             }
+            Method::Demo { .. } | Method::Sparseloco { .. } => {
+                let mut encoded = Vec::with_capacity(r);
+                let (mut loss, mut steps) = (0.0, 1);
+                for i in 0..r {
+                    let u = self.local_update(i)?;
+                    loss += u.loss;
+                    steps = u.steps;
+                    encoded.push(u.bytes);
+                }
+                self.apply_updates(encoded)?;
+                Ok((loss / r as f64, steps))
+            }
+        }
+    }
+
+    /// One operator's share of the current round, as replica `me`: DeMo's momentum update and
+    /// compression of its gradient, or SparseLoCo's H inner AdamW steps from the shared model
+    /// and the compressed pseudo-gradient. The shared model is left as it was; the result is
+    /// the update in the wire format ([`SparseUpdate`]), checked as a receiver would.
+    pub fn local_update(&mut self, me: usize) -> Result<LocalUpdate> {
+        let r = self.cfg.replicas;
+        if me >= r {
+            bail!("replica {me} is outside the job's {r} replicas");
+        }
+        let step = self.step;
+        let shapes = shapes(&self.params);
+        match &self.cfg.optimizer {
+            Method::Adamw => bail!("AdamW replicas exchange dense gradients, not updates"),
             Method::Demo {
                 lr: peak, decay, ..
             } => {
                 let (peak, decay) = (*peak, *decay);
                 let lr = self.cfg.lr_at(peak, step);
-                let batches = (0..r)
-                    .map(|i| self.batch(step, i))
-                    .collect::<Result<Vec<_>>>()?;
-                let shapes = shapes(&self.params);
-                let mut updates: Vec<Vec<TensorUpdate>> = Vec::with_capacity(r);
-                let mut loss = 0.0;
-                for (i, b) in batches.iter().enumerate() {
-                    loss += self.backward(b)?;
-                    let grads = self.grads()?;
-                    let State::Demo { codec, delta } = &mut self.state else {
-                        unreachable!()
-                    };
-                    let mut ups = Vec::with_capacity(self.params.len());
-                    for (j, (name, _)) in self.params.iter().enumerate() {
-                        codec::accumulate(&mut delta[i][j], decay, lr as f32, &grads[j]);
-                        ups.push(codec.compress(name, &shapes[j], &mut delta[i][j]));
-                    }
-                    updates.push(ups);
+                let b = self.batch(step, me)?;
+                let loss = self.backward(&b)?;
+                let grads = self.grads()?;
+                let State::Demo { codec, delta } = &mut self.state else {
+                    unreachable!()
+                };
+                let mut ups = Vec::with_capacity(self.params.len());
+                for (j, (name, _)) in self.params.iter().enumerate() {
+                    codec::accumulate(&mut delta[me][j], decay, lr as f32, &grads[j]);
+                    ups.push(codec.compress(name, &shapes[j], &mut delta[me][j]));
                 }
-                let transform = conclave_protocol::Transform::Dct;
-                let encoded = wire_bytes(&updates, transform)?;
-                self.bytes_sent += encoded.iter().map(|e| e.len() as u64).sum::<u64>();
-                let wd = self.cfg.train.weight_decay;
-                self.last_round = Some((
-                    encoded,
-                    OuterStep::Sign {
-                        lr: lr as f32,
-                        weight_decay: wd as f32,
-                    },
-                ));
-                for (j, (_, p)) in self.params.iter().enumerate() {
-                    let peers: Vec<&TensorUpdate> = updates.iter().map(|u| &u[j]).collect();
-                    let agg = codec::aggregate(&peers, transform, false)?;
-                    let mut w = to_vec(p);
-                    outer_step(&mut w, &agg, &self.last_round.as_ref().context("round")?.1);
-                    set_from(p, &w);
-                }
-                self.step += 1;
-                Ok((loss / r as f64, 1))
+                let bytes = wire_bytes(ups, conclave_protocol::Transform::Dct)?;
+                Ok(LocalUpdate {
+                    bytes,
+                    loss,
+                    steps: 1,
+                })
             }
             Method::Sparseloco {
-                inner_steps,
-                outer_lr,
-                decay,
-                clip_median_norm,
-                ..
+                inner_steps, decay, ..
             } => {
-                let (h, outer_lr, decay, clip_mn) =
-                    (*inner_steps, *outer_lr, *decay, *clip_median_norm);
+                let (h, decay) = (*inner_steps, *decay);
                 let theta: Vec<Vec<f32>> = self.params.iter().map(|(_, t)| to_vec(t)).collect();
-                let shapes = shapes(&self.params);
-                let mut batches = Vec::with_capacity(r);
-                for i in 0..r {
-                    batches.push(
-                        (0..h)
-                            .map(|s| self.batch(step + s, i))
-                            .collect::<Result<Vec<_>>>()?,
-                    );
-                }
+                let batches = (0..h)
+                    .map(|s| self.batch(step + s, me))
+                    .collect::<Result<Vec<_>>>()?;
                 let lrs: Vec<f64> = (0..h)
                     .map(|s| self.cfg.lr_at(self.cfg.train.lr, step + s))
                     .collect();
@@ -362,53 +368,134 @@ impl Trainer {
                 else {
                     unreachable!()
                 };
+                let rep = &mut replicas[me];
+                for ((_, t), w) in rep.params.iter().zip(&theta) {
+                    set_from(t, w);
+                }
                 let mut loss = 0.0;
-                let mut updates: Vec<Vec<TensorUpdate>> = Vec::with_capacity(r);
-                for (i, rep) in replicas.iter_mut().enumerate() {
-                    for ((_, t), w) in rep.params.iter().zip(&theta) {
-                        set_from(t, w);
+                for (s, b) in batches.iter().enumerate() {
+                    let (x, y) = b.to_tensors(device);
+                    rep.opt.zero_grad();
+                    let l = rep.model.loss(&x, &y);
+                    let v = l.double_value(&[]);
+                    if !v.is_finite() {
+                        bail!("the loss is not finite at step {}", step + s as u64);
                     }
-                    for (s, b) in batches[i].iter().enumerate() {
-                        let (x, y) = b.to_tensors(device);
-                        rep.opt.zero_grad();
-                        let l = rep.model.loss(&x, &y);
-                        loss += l.double_value(&[]);
-                        l.backward();
-                        if clip > 0.0 {
-                            rep.opt.clip_grad_norm(clip);
-                        }
-                        rep.opt.set_lr(lrs[s]);
-                        rep.opt.step();
+                    loss += v;
+                    l.backward();
+                    if clip > 0.0 {
+                        rep.opt.clip_grad_norm(clip);
                     }
-                    let mut ups = Vec::with_capacity(names.len());
-                    for (j, (_, t)) in rep.params.iter().enumerate() {
-                        let after = to_vec(t);
-                        let delta: Vec<f32> =
-                            theta[j].iter().zip(&after).map(|(a, b)| a - b).collect();
-                        codec::accumulate(&mut ef[i][j], decay, 1.0, &delta);
-                        ups.push(codec.compress(&names[j], &shapes[j], &mut ef[i][j]));
-                    }
-                    updates.push(ups);
+                    rep.opt.set_lr(lrs[s]);
+                    rep.opt.step();
                 }
-                let transform = conclave_protocol::Transform::Identity;
-                let encoded = wire_bytes(&updates, transform)?;
-                self.bytes_sent += encoded.iter().map(|e| e.len() as u64).sum::<u64>();
-                let outer = OuterStep::Sgd {
-                    lr: outer_lr,
-                    clip_median_norm: clip_mn,
-                };
-                for (j, (_, p)) in self.params.iter().enumerate() {
-                    let peers: Vec<&TensorUpdate> = updates.iter().map(|u| &u[j]).collect();
-                    let agg = codec::aggregate(&peers, transform, clip_mn)?;
-                    let mut w = theta[j].clone();
-                    outer_step(&mut w, &agg, &outer);
-                    set_from(p, &w);
+                let mut ups = Vec::with_capacity(names.len());
+                for (j, (_, t)) in rep.params.iter().enumerate() {
+                    let after = to_vec(t);
+                    let delta: Vec<f32> = theta[j].iter().zip(&after).map(|(a, b)| a - b).collect();
+                    codec::accumulate(&mut ef[me][j], decay, 1.0, &delta);
+                    ups.push(codec.compress(&names[j], &shapes[j], &mut ef[me][j]));
                 }
-                self.last_round = Some((encoded, outer));
-                self.step += h;
-                Ok((loss / (r as u64 * h) as f64, h))
+                let bytes = wire_bytes(ups, conclave_protocol::Transform::Identity)?;
+                Ok(LocalUpdate {
+                    bytes,
+                    loss: loss / h as f64,
+                    steps: h,
+                })
             }
         }
+    }
+
+    /// Closes the current round with `updates` (encoded [`SparseUpdate`]s, in aggregation
+    /// order): decodes each within the default limits, checks it names every parameter with
+    /// its shape, aggregates (scatter-mean, median-norm clipping for SparseLoCo) and applies
+    /// the outer step to the shared model. Returns the outer step.
+    pub fn apply_updates(&mut self, updates: Vec<Vec<u8>>) -> Result<OuterStep> {
+        if updates.is_empty() {
+            bail!("a round needs at least one update");
+        }
+        let shapes = shapes(&self.params);
+        let (transform, outer, steps) = match &self.cfg.optimizer {
+            Method::Adamw => bail!("AdamW rounds have no updates to apply"),
+            Method::Demo { lr: peak, .. } => (
+                conclave_protocol::Transform::Dct,
+                OuterStep::Sign {
+                    lr: self.cfg.lr_at(*peak, self.step) as f32,
+                    weight_decay: self.cfg.train.weight_decay as f32,
+                },
+                1,
+            ),
+            Method::Sparseloco {
+                inner_steps,
+                outer_lr,
+                clip_median_norm,
+                ..
+            } => (
+                conclave_protocol::Transform::Identity,
+                OuterStep::Sgd {
+                    lr: *outer_lr,
+                    clip_median_norm: *clip_median_norm,
+                },
+                *inner_steps,
+            ),
+        };
+        let clip_mn = matches!(
+            outer,
+            OuterStep::Sgd {
+                clip_median_norm: true,
+                ..
+            }
+        );
+        let decoded = updates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let su = SparseUpdate::decode(u, &DecodeLimits::default())
+                    .with_context(|| format!("update {i}"))?;
+                if su.transform != transform {
+                    bail!(
+                        "update {i}: transform {:?}, the job uses {transform:?}",
+                        su.transform
+                    );
+                }
+                if su.tensors.len() != self.params.len() {
+                    bail!(
+                        "update {i}: {} tensors, the model has {}",
+                        su.tensors.len(),
+                        self.params.len()
+                    );
+                }
+                for (t, ((name, _), shape)) in
+                    su.tensors.iter().zip(self.params.iter().zip(&shapes))
+                {
+                    if &t.name != name
+                        || !t
+                            .shape
+                            .iter()
+                            .map(|&d| d as usize)
+                            .eq(shape.iter().copied())
+                    {
+                        bail!(
+                            "update {i}: tensor {} {:?} where the model has {name} {shape:?}",
+                            t.name,
+                            t.shape
+                        );
+                    }
+                }
+                Ok(su)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (j, (_, p)) in self.params.iter().enumerate() {
+            let peers: Vec<&TensorUpdate> = decoded.iter().map(|u| &u.tensors[j]).collect();
+            let agg = codec::aggregate(&peers, transform, clip_mn)?;
+            let mut w = to_vec(p);
+            outer_step(&mut w, &agg, &outer);
+            set_from(p, &w);
+        }
+        self.bytes_sent += updates.iter().map(|e| e.len() as u64).sum::<u64>();
+        self.last_round = Some((updates, outer.clone()));
+        self.step += steps;
+        Ok(outer)
     }
 
     /// Forward and backward on the shared model (gradients zeroed first); returns the loss.
@@ -461,7 +548,7 @@ impl Trainer {
     }
 
     /// The dataset and config facts a checkpoint manifest records.
-    fn manifest(&self, val_loss: Option<f64>) -> CheckpointManifest {
+    pub fn manifest(&self, val_loss: Option<f64>) -> CheckpointManifest {
         CheckpointManifest {
             version: 1,
             model_hash: String::new(),
@@ -499,16 +586,12 @@ impl Trainer {
         }
     }
 
-    /// Runs one round and states it: TOPLOC proofs of the probe batch (drawn from replica 0's
-    /// shard by the job seed and the round) before and after, the model hashes, the hashes of
-    /// every aggregated update and the outer step. Returns the receipt and the encoded updates.
-    pub fn prove_round(&mut self) -> Result<(RoundReceipt, Vec<Vec<u8>>)> {
-        if matches!(self.cfg.optimizer, Method::Adamw) {
-            bail!("round receipts need a compressed method (demo or sparseloco), not adamw");
-        }
-        let (step_before, round) = (self.step, self.round());
+    /// The current round's probe on the shard replica `me` reads: windows drawn from the
+    /// job seed and the round, of which the first [`prove::probe_tokens`] tokens are proved.
+    pub fn probe(&mut self, me: usize) -> Result<Probe> {
         let ctx = self.cfg.model.context;
-        let idx = self.shard_for(step_before, 0)?;
+        let round = self.round();
+        let idx = self.shard_for(self.step, me)?;
         let starts = prove::probe_starts(
             self.cfg.seed,
             round,
@@ -517,21 +600,61 @@ impl Trainer {
             ctx,
             self.dataset.example_len,
         )?;
-        let proofs = |t: &Self| -> Result<Vec<String>> {
-            let (bits, rows, hidden) = prove::activations(
-                &t.model,
-                &t.shards[&idx],
-                &starts,
-                ctx,
-                t.device,
-                prove::Precision::Bf16,
-            )?;
-            prove::prove(&bits, rows, hidden)
-        };
-        let proofs_before = proofs(self)?;
+        Ok(Probe {
+            shard: idx,
+            shard_sha256: self.dataset.manifest.shards[idx as usize].sha256.clone(),
+            starts: starts.iter().map(|&s| s as u64).collect(),
+            context: ctx as u32,
+            tokens: prove::probe_tokens(ctx) as u32,
+            example_len: self.dataset.example_len.map(|l| l as u32),
+        })
+    }
+
+    /// TOPLOC proofs of the shared model's bf16 activations on `probe`.
+    pub fn prove_probe(&mut self, probe: &Probe) -> Result<Vec<String>> {
+        if !self.shards.contains_key(&probe.shard) {
+            let s = self.dataset.shard(probe.shard)?;
+            self.shards.insert(probe.shard, s);
+        }
+        let starts: Vec<usize> = probe.starts.iter().map(|&s| s as usize).collect();
+        let (bits, rows, hidden) = prove::activations(
+            &self.model,
+            &self.shards[&probe.shard],
+            &starts,
+            probe.tokens as usize,
+            self.device,
+            prove::Precision::Bf16,
+        )?;
+        prove::prove(&bits, rows, hidden)
+    }
+
+    /// The canonical safetensors bytes of the shared model.
+    pub fn weights(&self) -> Result<Vec<u8>> {
+        checkpoint::weights_bytes(&self.params)
+    }
+
+    /// Replaces the shared model's weights with safetensors `bytes` (names and shapes must
+    /// match) and moves to `step`; returns their model hash. Optimizer state (error feedback,
+    /// inner AdamW moments) starts afresh.
+    pub fn load_weights(&mut self, bytes: &[u8], step: u64) -> Result<String> {
+        let h = checkpoint::load_bytes_into(bytes, &self.params)?;
+        self.step = step;
+        Ok(h)
+    }
+
+    /// Runs one round and states it: TOPLOC proofs of the probe batch (drawn from replica 0's
+    /// shard by the job seed and the round) before and after, the model hashes, the hashes of
+    /// every aggregated update and the outer step. Returns the receipt and the encoded updates.
+    pub fn prove_round(&mut self) -> Result<(RoundReceipt, Vec<Vec<u8>>)> {
+        if matches!(self.cfg.optimizer, Method::Adamw) {
+            bail!("round receipts need a compressed method (demo or sparseloco), not adamw");
+        }
+        let (step_before, round) = (self.step, self.round());
+        let probe = self.probe(0)?;
+        let proofs_before = self.prove_probe(&probe)?;
         let hash_before = self.model_hash()?;
         let (loss, _) = self.advance()?;
-        let proofs_after = proofs(self)?;
+        let proofs_after = self.prove_probe(&probe)?;
         let hash_after = self.model_hash()?;
         let (encoded, outer) = self
             .last_round
@@ -552,13 +675,7 @@ impl Trainer {
                 .map(|e| hex::encode(Sha256::digest(e)))
                 .collect(),
             outer,
-            probe: Probe {
-                shard: idx,
-                shard_sha256: self.dataset.manifest.shards[idx as usize].sha256.clone(),
-                starts: starts.iter().map(|&s| s as u64).collect(),
-                context: ctx as u32,
-                example_len: self.dataset.example_len.map(|l| l as u32),
-            },
+            probe,
             toploc: ToplocParams {
                 group: prove::GROUP as u32,
                 topk: prove::TOPK as u32,
@@ -694,23 +811,14 @@ impl Trainer {
     }
 }
 
-/// Every replica's update in the wire format (checked as a receiver would).
+/// One replica's update in the wire format (checked as a receiver would).
 fn wire_bytes(
-    updates: &[Vec<TensorUpdate>],
+    tensors: Vec<TensorUpdate>,
     transform: conclave_protocol::Transform,
-) -> Result<Vec<Vec<u8>>> {
-    updates
-        .iter()
-        .map(|u| {
-            let su = SparseUpdate {
-                transform,
-                tensors: u.clone(),
-            };
-            let bytes = su.encode()?;
-            SparseUpdate::decode(&bytes, &DecodeLimits::default())?;
-            Ok(bytes)
-        })
-        .collect()
+) -> Result<Vec<u8>> {
+    let bytes = SparseUpdate { transform, tensors }.encode()?;
+    SparseUpdate::decode(&bytes, &DecodeLimits::default())?;
+    Ok(bytes)
 }
 
 /// Applies the outer step to one tensor's weights given the aggregate (what the trainer does

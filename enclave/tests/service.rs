@@ -1,0 +1,460 @@
+//! The enclave service, in process with sim attesters: three enclaves take a job, train two
+//! rounds on the real corpus and agree on the model; every refusal the service promises is
+//! exercised (unattested and forged updates, replays, equivocation, a debug guest, a wrong
+//! measurement, a wrong spec or data root, tampered checkpoints), and the enclave keeps
+//! serving after each.
+
+mod common;
+
+use std::path::Path;
+
+use conclave_attestation::sim::default_sim_measurement;
+use conclave_attestation::{
+    Appraisal, BindingContext, EnclaveKey, Endorsements, Envelope, Evidence, EvidenceHash, JobId,
+    Nonce, Policy, SimAttester, SimConfig, UnixTime, appraise,
+};
+use conclave_enclave::service::{DataPaths, Enclave, parse_update_payload, update_payload};
+use conclave_enclave::train::config::{Method, Values};
+use conclave_enclave::train::{TrainConfig, Trainer};
+use conclave_protocol::channel::{Blob, JobSpec, PeerEvidence, Request, Response};
+use conclave_protocol::receipt::RoundReceipt;
+
+const JOB: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn config(dir: &Path, operators: usize) -> TrainConfig {
+    let mut c = TrainConfig {
+        device: "cpu".into(),
+        threads: 1,
+        replicas: operators,
+        ..TrainConfig::default()
+    };
+    c.model.layers = 1;
+    c.model.heads = 2;
+    c.model.width = 32;
+    c.model.context = 32;
+    c.data.corpus = common::corpus();
+    c.data.cache = dir.join("cache");
+    c.data.vocab = 400;
+    c.data.shards = 4;
+    c.data.steps_per_epoch = 4;
+    c.train.steps = 8;
+    c.train.batch = 2;
+    c.train.warmup = 1;
+    c.train.eval_batches = 1;
+    c.optimizer = Method::Sparseloco {
+        inner_steps: 2,
+        outer_lr: 1.0,
+        decay: 0.95,
+        topk: 32,
+        chunk: 64,
+        values: Values::TwoBit,
+        clip_median_norm: true,
+    };
+    c
+}
+
+fn policy() -> Policy {
+    Policy {
+        allow_sim: true,
+        measurements: vec![default_sim_measurement()],
+        ..Policy::default()
+    }
+}
+
+struct Op {
+    enclave: Enclave,
+    peer: PeerEvidence,
+    address: String,
+}
+
+fn paths(dir: &Path, i: usize) -> DataPaths {
+    DataPaths {
+        corpus: common::corpus(),
+        cache: dir.join("cache"),
+        scratch: dir.join(format!("scratch-{i}")),
+    }
+}
+
+fn start(dir: &Path, i: usize, sim: SimConfig) -> Op {
+    let mut enclave = Enclave::new(Box::new(SimAttester::new(sim).unwrap()), paths(dir, i));
+    let nonce = format!("{:064x}", i + 7);
+    let Response::Hello {
+        address, evidence, ..
+    } = enclave.handle(Request::Hello {
+        job_id: JOB.into(),
+        nonce: nonce.clone(),
+    })
+    else {
+        panic!("hello")
+    };
+    Op {
+        enclave,
+        peer: PeerEvidence { evidence, nonce },
+        address,
+    }
+}
+
+fn spec(cfg: &TrainConfig, data_root: &str, operator: u32, operators: u32) -> JobSpec {
+    JobSpec {
+        job_id: JOB.into(),
+        config: toml::to_string(cfg).unwrap(),
+        config_hash: cfg.hash(),
+        data_root: data_root.into(),
+        operator,
+        operators,
+        policy: policy().to_toml(),
+        initial_model_hash: None,
+    }
+}
+
+fn signed(r: Response) -> Vec<u8> {
+    match r {
+        Response::Signed { envelope } => envelope.0,
+        other => panic!("expected a signed envelope, got {other:?}"),
+    }
+}
+
+fn refused(r: Response) -> String {
+    match r {
+        Response::Error { code, message } => format!("{code}: {message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn accepted(peer: &PeerEvidence) -> (conclave_attestation::AcceptedEvidence, BindingContext) {
+    let ev = Evidence::decode(&peer.evidence.0).unwrap();
+    let a: Appraisal = appraise(
+        &ev,
+        &Endorsements::default(),
+        &policy(),
+        UnixTime(1_800_000_000),
+    )
+    .unwrap();
+    let ctx = BindingContext {
+        job_id: JobId::from_hex(JOB).unwrap(),
+        nonce: Nonce::from_hex(&peer.nonce).unwrap(),
+    };
+    (a.accepted().expect("sim evidence accepted"), ctx)
+}
+
+#[test]
+fn three_enclaves_agree_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 3);
+    let root = {
+        let mut c = cfg.clone();
+        c.out = dir.path().join("probe");
+        Trainer::new(c).unwrap().dataset.root().to_string()
+    };
+    let domain = format!("conclave/v1/job/{JOB}");
+    let mut ops: Vec<Op> = (0..3)
+        .map(|i| start(dir.path(), i, SimConfig::default()))
+        .collect();
+
+    // A job whose config does not hash to the published hash, or whose data root differs, is
+    // refused, and the enclave still takes the right one after.
+    let mut bad = spec(&cfg, &root, 0, 3);
+    bad.config_hash = "00".repeat(32);
+    assert!(
+        refused(ops[0].enclave.handle(Request::LoadJob { spec: bad })).starts_with("spec_hash")
+    );
+    let bad = spec(&cfg, &"ab".repeat(32), 0, 3);
+    assert!(
+        refused(ops[0].enclave.handle(Request::LoadJob { spec: bad })).starts_with("data_root")
+    );
+    for (i, op) in ops.iter_mut().enumerate() {
+        let env = signed(op.enclave.handle(Request::LoadJob {
+            spec: spec(&cfg, &root, i as u32, 3),
+        }));
+        let env = Envelope::decode(&env).unwrap();
+        let (acc, ctx) = accepted(&op.peer);
+        env.verify_as(&domain, "job-accepted", &acc, &ctx).unwrap();
+    }
+    let peers: Vec<PeerEvidence> = ops.iter().map(|o| o.peer.clone()).collect();
+
+    // Round 0 and round 1: every enclave aggregates the same set and reaches the same model.
+    let mut round0_updates: Vec<Vec<u8>> = Vec::new();
+    let mut last_hash = String::new();
+    for round in 0..2u64 {
+        assert!(
+            refused(
+                ops[0]
+                    .enclave
+                    .handle(Request::TrainRound { round: round + 1 })
+            )
+            .starts_with("wrong_round")
+        );
+        let updates: Vec<Vec<u8>> = ops
+            .iter_mut()
+            .map(|o| signed(o.enclave.handle(Request::TrainRound { round })))
+            .collect();
+        for (o, u) in ops.iter().zip(&updates) {
+            let env = Envelope::decode(u).unwrap();
+            let (acc, ctx) = accepted(&o.peer);
+            let signer = env.verify_as(&domain, "update", &acc, &ctx).unwrap();
+            assert_eq!(hex::encode(signer.0), o.address);
+            let (r, _, _) = parse_update_payload(&env.payload).unwrap();
+            assert_eq!(r, round);
+        }
+        let blobs: Vec<Blob> = updates.iter().map(|u| Blob(u.clone())).collect();
+
+        if round == 1 {
+            // A replayed update from round 0 is refused.
+            let mut replay = blobs.clone();
+            replay[1] = Blob(round0_updates[1].clone());
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: replay,
+                peers: peers.clone(),
+            }));
+            assert!(e.starts_with("wrong_round"), "{e}");
+        }
+        if round == 0 {
+            round0_updates = updates.clone();
+            // A tampered update (payload changed after signing) fails its signature.
+            let mut env = Envelope::decode(&updates[1]).unwrap();
+            let n = env.payload.len();
+            env.payload[n - 1] ^= 1;
+            let mut tampered = blobs.clone();
+            tampered[1] = Blob(env.encode());
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: tampered,
+                peers: peers.clone(),
+            }));
+            assert!(e.starts_with("bad_signature"), "{e}");
+
+            // An update signed by a key no evidence binds (naming a peer's evidence) is refused.
+            let rogue = EnclaveKey::generate();
+            let real = Envelope::decode(&updates[1]).unwrap();
+            let forged = rogue
+                .seal(&domain, "update", real.payload.clone(), real.evidence_hash)
+                .unwrap();
+            let mut with_forged = blobs.clone();
+            with_forged.push(Blob(forged.encode()));
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: with_forged,
+                peers: peers.clone(),
+            }));
+            assert!(e.starts_with("bad_signature"), "{e}");
+            // ... or naming evidence nobody presented.
+            let forged = rogue
+                .seal(
+                    &domain,
+                    "update",
+                    real.payload.clone(),
+                    EvidenceHash([9; 32]),
+                )
+                .unwrap();
+            let mut with_forged = blobs.clone();
+            with_forged.push(Blob(forged.encode()));
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: with_forged,
+                peers: peers.clone(),
+            }));
+            assert!(e.starts_with("unattested"), "{e}");
+
+            // Equivocation: an attested peer (its key bound by its own sim evidence) signs two
+            // different updates for the round; both are well formed until compared.
+            let key = EnclaveKey::generate();
+            let nonce = Nonce([5; 32]);
+            let ctx = BindingContext {
+                job_id: JobId::from_hex(JOB).unwrap(),
+                nonce,
+            };
+            let sim = SimAttester::new(SimConfig::default()).unwrap();
+            let ev = sim.evidence(&key.report_data(&ctx));
+            let twin = PeerEvidence {
+                evidence: Blob(ev.encode()),
+                nonce: hex::encode(nonce.0),
+            };
+            let (_, base, bytes) = parse_update_payload(&real.payload).unwrap();
+            let mut other = bytes.to_vec();
+            let n = other.len();
+            other[n - 1] ^= 1;
+            let a = key
+                .seal(
+                    &domain,
+                    "update",
+                    update_payload(round, &base, bytes),
+                    ev.hash(),
+                )
+                .unwrap();
+            let b = key
+                .seal(
+                    &domain,
+                    "update",
+                    update_payload(round, &base, &other),
+                    ev.hash(),
+                )
+                .unwrap();
+            let mut set = blobs.clone();
+            set.push(Blob(a.encode()));
+            set.push(Blob(b.encode()));
+            let mut with_twin = peers.clone();
+            with_twin.push(twin);
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: set,
+                peers: with_twin,
+            }));
+            assert!(e.starts_with("equivocation"), "{e}");
+            let e = refused(ops[2].enclave.handle(Request::TrainRound { round }));
+            assert!(e.starts_with("round_open"), "{e}");
+
+            // Garbage as an update.
+            let mut garbage = blobs.clone();
+            garbage.push(Blob(b"not an envelope".to_vec()));
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: garbage,
+                peers: peers.clone(),
+            }));
+            assert!(e.starts_with("bad_update"), "{e}");
+
+            // A set missing the enclave's own update.
+            let e = refused(ops[0].enclave.handle(Request::Aggregate {
+                round,
+                updates: blobs[1..].to_vec(),
+                peers: peers.clone(),
+            }));
+            assert!(e.starts_with("own_update_missing"), "{e}");
+        }
+
+        // Honest aggregation, with the set in different orders per enclave.
+        let mut hashes = Vec::new();
+        for (i, o) in ops.iter_mut().enumerate() {
+            let mut set = blobs.clone();
+            set.rotate_left(i);
+            set.push(set[0].clone()); // an exact duplicate is ignored
+            let env = signed(o.enclave.handle(Request::Aggregate {
+                round,
+                updates: set,
+                peers: peers.clone(),
+            }));
+            let env = Envelope::decode(&env).unwrap();
+            let (acc, ctx) = accepted(&o.peer);
+            env.verify_as(&domain, "round-receipt", &acc, &ctx).unwrap();
+            let r = RoundReceipt::from_json(&env.payload).unwrap();
+            assert_eq!(r.round, round);
+            assert_eq!(r.updates.len(), 3);
+            assert_eq!(r.proofs_before.len(), r.proofs_after.len());
+            hashes.push(r.model_hash_after.clone());
+            if !last_hash.is_empty() {
+                assert_eq!(r.model_hash_before, last_hash);
+            }
+        }
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+        assert_ne!(hashes[0], last_hash);
+        last_hash = hashes[0].clone();
+    }
+
+    // Checkpoint from operator 0, loaded by a newcomer (a fresh enclave on the same job).
+    let Response::Checkpoint { weights, manifest } = ops[0].enclave.handle(Request::Checkpoint)
+    else {
+        panic!("checkpoint")
+    };
+    let mut newcomer = start(dir.path(), 9, SimConfig::default());
+    signed(newcomer.enclave.handle(Request::LoadJob {
+        spec: spec(&cfg, &root, 1, 3),
+    }));
+    // Tampered weights are refused; unsigned weights without an initial hash are refused.
+    let mut bad = weights.0.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0x40;
+    let e = refused(newcomer.enclave.handle(Request::LoadCheckpoint {
+        weights: Blob(bad),
+        manifest: Some(manifest.clone()),
+        signer: Some(ops[0].peer.clone()),
+    }));
+    assert!(e.starts_with("hash_mismatch"), "{e}");
+    let e = refused(newcomer.enclave.handle(Request::LoadCheckpoint {
+        weights: weights.clone(),
+        manifest: None,
+        signer: None,
+    }));
+    assert!(e.starts_with("unsigned"), "{e}");
+    // The manifest with the wrong signer's evidence fails.
+    let e = refused(newcomer.enclave.handle(Request::LoadCheckpoint {
+        weights: weights.clone(),
+        manifest: Some(manifest.clone()),
+        signer: Some(ops[1].peer.clone()),
+    }));
+    assert!(e.starts_with("bad_signature"), "{e}");
+    let Response::Checkpoint { weights: w2, .. } =
+        newcomer.enclave.handle(Request::LoadCheckpoint {
+            weights: weights.clone(),
+            manifest: Some(manifest),
+            signer: Some(ops[0].peer.clone()),
+        })
+    else {
+        panic!("load checkpoint")
+    };
+    assert_eq!(w2, weights);
+}
+
+#[test]
+fn peers_with_bad_evidence_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 2);
+    let root = {
+        let mut c = cfg.clone();
+        c.out = dir.path().join("probe");
+        Trainer::new(c).unwrap().dataset.root().to_string()
+    };
+    let mut honest = start(dir.path(), 0, SimConfig::default());
+    // A debug guest and a guest with another measurement, otherwise well formed.
+    let debug = start(
+        dir.path(),
+        1,
+        SimConfig {
+            policy: 0x30000 | (1 << 19),
+            ..SimConfig::default()
+        },
+    );
+    let other = start(
+        dir.path(),
+        2,
+        SimConfig {
+            measurement: conclave_attestation::Measurement([7; 48]),
+            ..SimConfig::default()
+        },
+    );
+    signed(honest.enclave.handle(Request::LoadJob {
+        spec: spec(&cfg, &root, 0, 2),
+    }));
+    let own = signed(honest.enclave.handle(Request::TrainRound { round: 0 }));
+    for (bad, why) in [(&debug, "debug"), (&other, "measurement")] {
+        let e = refused(honest.enclave.handle(Request::Aggregate {
+            round: 0,
+            updates: vec![Blob(own.clone())],
+            peers: vec![honest.peer.clone(), bad.peer.clone()],
+        }));
+        assert!(
+            e.starts_with("evidence_rejected") && e.to_lowercase().contains(why),
+            "{e}"
+        );
+    }
+    // The update payload format is checked before use.
+    assert!(parse_update_payload(b"short").is_err());
+    let p = update_payload(3, &[1; 32], b"xyz");
+    let (r, h, u) = parse_update_payload(&p).unwrap();
+    assert_eq!((r, h, u), (3, [1; 32], &b"xyz"[..]));
+    // A second job for a loaded enclave, and requests before hello, are refused by name.
+    let e = refused(honest.enclave.handle(Request::LoadJob {
+        spec: spec(&cfg, &root, 0, 2),
+    }));
+    assert!(e.starts_with("job_loaded"), "{e}");
+    let mut fresh = Enclave::new(
+        Box::new(SimAttester::new(SimConfig::default()).unwrap()),
+        paths(dir.path(), 5),
+    );
+    let e = refused(fresh.handle(Request::LoadJob {
+        spec: spec(&cfg, &root, 0, 2),
+    }));
+    assert!(e.starts_with("no_evidence"), "{e}");
+    let e = refused(fresh.handle(Request::TrainRound { round: 0 }));
+    assert!(e.starts_with("no_job"), "{e}");
+}
