@@ -372,6 +372,18 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
         let peer = PeerEvidence { evidence, nonce };
         let (accepted, ctx) =
             appraise_peer(&peer, job, &policy, now()).with_context(|| format!("operator {i}"))?;
+        // What an auditor needs to check this operator's signed results later.
+        write_atomic(&dir.join(format!("evidence-{i}.bin")), &peer.evidence.0)?;
+        write_atomic(
+            &dir.join(format!("operator-{i}.json")),
+            &serde_json::to_vec_pretty(&serde_json::json!({
+                "operator": i,
+                "address": format!("0x{address}"),
+                "job_id": job_hex,
+                "nonce": peer.nonce,
+                "evidence": format!("evidence-{i}.bin"),
+            }))?,
+        )?;
         ops.push(Operator {
             index: i,
             launched: Some(launched),
