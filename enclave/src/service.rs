@@ -296,7 +296,7 @@ impl Enclave {
         }
         let policy = Policy::from_toml(&spec.policy).or_refuse("bad_spec")?;
         let trainer = Trainer::new(cfg).or_refuse("bad_spec")?;
-        if trainer.dataset.root().to_string() != spec.data_root {
+        if trainer.dataset.root() != spec.data_root {
             return Err(refuse(
                 "data_root",
                 format!(

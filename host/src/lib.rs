@@ -5,6 +5,7 @@
 //! ([`enclave`]), and the local-mode host proxy ([`run`]). The `conclave` binary adds the
 //! command line (`run`, `verify`, `sim-evidence`, `image measure`, `chain`).
 
+pub mod api;
 pub mod chain;
 pub mod enclave;
 pub mod run;

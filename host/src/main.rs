@@ -29,6 +29,13 @@ enum Command {
         #[arg(long)]
         config: std::path::PathBuf,
     },
+    /// Serve the HTTP API (jobs, evidence, receipts, checkpoints, health, /metrics,
+    /// /openapi.json) and run posted jobs on the local peer set, one at a time.
+    Serve {
+        /// The operator config (TOML); `[api] listen` sets the address.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Verify attestation evidence (SEV-SNP report, TDX quote, or sim bundle) offline.
     ///
     /// Checks the signature chain to the vendor root (AMD ARK built in; Intel SGX root pinned),
@@ -53,8 +60,27 @@ enum Command {
 }
 
 fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use conclave_host::api::{JobState, Shared, spawn_server};
     let cfg = conclave_host::run::OperatorConfig::load(config, std::env::vars())?;
-    let s = conclave_host::run::run_local(&cfg)?;
+    let job = cfg
+        .job
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{}: no [job] section", config.display()))?;
+    let id = job.id.clone().unwrap_or_default();
+    let state = Shared::new(cfg.storage.dir.clone());
+    if let Some(listen) = &cfg.api.listen {
+        let addr = spawn_server(state.clone(), listen)?;
+        eprintln!("conclave API on http://{addr}");
+    }
+    state.add_job(
+        &id,
+        job.operators,
+        job.rounds,
+        cfg.storage.dir.clone(),
+        JobState::Running,
+    );
+    let s = conclave_host::run::run_local_with(&cfg, &mut |ev| state.event(&id, ev))?;
+    state.set_state(&id, JobState::Done, None);
     println!(
         "{} rounds on {} operators: model {}; checkpoint {}",
         s.rounds,
@@ -69,6 +95,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run_job(&config),
+        Command::Serve { config } => {
+            conclave_host::run::OperatorConfig::load(&config, std::env::vars())
+                .and_then(conclave_host::api::serve)
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Verify(args) => verify::run(args),
         Command::SimEvidence(args) => verify::sim_evidence(args),
         Command::Image { command } => image::run(command),

@@ -28,11 +28,24 @@ use crate::enclave::{Channel, Launch, Launched, launch_sim};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorConfig {
-    pub job: JobSection,
+    /// The job `conclave run` runs (`conclave serve` takes jobs from its API instead).
+    #[serde(default)]
+    pub job: Option<JobSection>,
     #[serde(default = "default_launch")]
     pub enclave: Launch,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address of the HTTP API, e.g. `127.0.0.1:8080` (port 0: any free port). `conclave run`
+    /// serves it only when set.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 fn default_launch() -> Launch {
@@ -145,25 +158,34 @@ impl OperatorConfig {
             .try_into()
             .with_context(|| format!("in {} (with CONCLAVE_* overrides)", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if cfg.job.config.is_relative() {
-            cfg.job.config = base.join(&cfg.job.config);
+        if let Some(job) = &mut cfg.job
+            && job.config.is_relative()
+        {
+            job.config = base.join(&job.config);
         }
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.job.operators == 0 || self.job.operators > 64 {
-            bail!("job.operators must be 1 to 64");
+        if let Some(job) = &self.job {
+            if job.operators == 0 || job.operators > 64 {
+                bail!("job.operators must be 1 to 64");
+            }
+            if job.rounds == 0 {
+                bail!("job.rounds must be at least 1");
+            }
+            if let Some(id) = &job.id {
+                JobId::from_hex(id).map_err(|e| anyhow::anyhow!("job.id: {e}"))?;
+            }
+            for m in &job.measurements {
+                Measurement::from_hex(m)
+                    .map_err(|e| anyhow::anyhow!("job.measurements: {m}: {e}"))?;
+            }
         }
-        if self.job.rounds == 0 {
-            bail!("job.rounds must be at least 1");
-        }
-        if let Some(id) = &self.job.id {
-            JobId::from_hex(id).map_err(|e| anyhow::anyhow!("job.id: {e}"))?;
-        }
-        for m in &self.job.measurements {
-            Measurement::from_hex(m).map_err(|e| anyhow::anyhow!("job.measurements: {m}: {e}"))?;
+        if let Some(l) = &self.api.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("api.listen: {l:?}: {e}"))?;
         }
         if let Launch::Qemu(q) = &self.enclave {
             q.validate()?;
@@ -280,12 +302,39 @@ fn random_nonce() -> String {
     hex::encode(n)
 }
 
+/// What a run reports as it goes (the API and metrics follow it).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Attested {
+        operator: u32,
+        address: String,
+        tee: String,
+    },
+    Round {
+        round: u64,
+        loss: f64,
+        seconds: f64,
+        model_hash: String,
+        /// Bytes of signed updates relayed this round (sent by the enclaves).
+        update_bytes: u64,
+    },
+}
+
 /// Runs the job of `cfg` on a local peer set of sim enclaves.
 pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
+    run_local_with(cfg, &mut |_| {})
+}
+
+/// [`run_local`], reporting progress to `events`.
+pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Result<RunSummary> {
+    let jobcfg = cfg
+        .job
+        .as_ref()
+        .context("the operator config has no [job] section")?;
     let dir = cfg.storage.dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let config_text = std::fs::read_to_string(&cfg.job.config)
-        .with_context(|| format!("reading the job config {}", cfg.job.config.display()))?;
+    let config_text = std::fs::read_to_string(&jobcfg.config)
+        .with_context(|| format!("reading the job config {}", jobcfg.config.display()))?;
     let Launch::Sim {
         program,
         corpus,
@@ -304,7 +353,7 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
     let out = std::process::Command::new(&program)
         .arg("spec")
         .arg("--config")
-        .arg(&cfg.job.config)
+        .arg(&jobcfg.config)
         .arg("--corpus")
         .arg(corpus)
         .arg("--cache")
@@ -320,19 +369,19 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
     }
     let published: PublishedSpec =
         serde_json::from_slice(&out.stdout).context("reading the published spec")?;
-    let job_hex = match &cfg.job.id {
+    let job_hex = match &jobcfg.id {
         Some(id) => id.clone(),
         None => hex::encode(Sha256::digest(published.config_hash.as_bytes())),
     };
     let job = JobId::from_hex(&job_hex)?;
     let mut policy = Policy {
-        allow_sim: cfg.job.allow_sim.unwrap_or(true),
+        allow_sim: jobcfg.allow_sim.unwrap_or(true),
         ..Policy::default()
     };
-    policy.measurements = if cfg.job.measurements.is_empty() {
+    policy.measurements = if jobcfg.measurements.is_empty() {
         vec![conclave_attestation::sim::default_sim_measurement()]
     } else {
-        cfg.job
+        jobcfg
             .measurements
             .iter()
             .map(|m| Measurement::from_hex(m))
@@ -348,7 +397,7 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
 
     // Launch, hello, appraise.
     let mut ops: Vec<Operator> = Vec::new();
-    for i in 0..cfg.job.operators {
+    for i in 0..jobcfg.operators {
         let socket = dir.join(format!("enclave-{i}.sock"));
         let scratch = dir.join(format!("enclave-{i}"));
         let launched = launch_sim(
@@ -357,11 +406,13 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
             &scratch,
             &dir.join(format!("enclave-{i}.log")),
         )?;
-        let mut channel =
-            Channel::connect(&socket, Duration::from_secs(cfg.job.request_timeout_s))?;
+        let mut channel = Channel::connect(&socket, Duration::from_secs(jobcfg.request_timeout_s))?;
         let nonce = random_nonce();
         let Response::Hello {
-            address, evidence, ..
+            address,
+            evidence,
+            tee,
+            ..
         } = channel.call(&Request::Hello {
             job_id: job_hex.clone(),
             nonce: nonce.clone(),
@@ -393,7 +444,12 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
             accepted,
             ctx,
         });
-        eprintln!("operator {i}: enclave 0x{address} attested (sim)");
+        eprintln!("operator {i}: enclave 0x{address} attested ({tee})");
+        events(Event::Attested {
+            operator: i,
+            address: format!("0x{address}"),
+            tee,
+        });
     }
 
     // Load the job everywhere; every enclave must start from the same model.
@@ -405,7 +461,7 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
             config_hash: published.config_hash.clone(),
             data_root: published.data_root.clone(),
             operator: op.index,
-            operators: cfg.job.operators,
+            operators: jobcfg.operators,
             policy: policy.to_toml(),
             initial_model_hash: Some(published.initial_model_hash.clone()),
         };
@@ -423,7 +479,7 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
     let mut round_seconds = Vec::new();
     let mut losses = Vec::new();
     let mut model_hash = first;
-    for round in 0..cfg.job.rounds {
+    for round in 0..jobcfg.rounds {
         let t = Instant::now();
         // Every enclave trains its share, in parallel (they are separate processes).
         let updates: Vec<Vec<u8>> = std::thread::scope(|s| {
@@ -498,6 +554,13 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
         );
         round_seconds.push(secs);
         losses.push(loss);
+        events(Event::Round {
+            round,
+            loss,
+            seconds: secs,
+            model_hash: model_hash.clone(),
+            update_bytes: updates.iter().map(|u| u.len() as u64).sum(),
+        });
     }
 
     // The final checkpoint from operator 0, checked before it is stored.
@@ -521,8 +584,8 @@ pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
     }
     let summary = RunSummary {
         job_id: job_hex,
-        operators: cfg.job.operators,
-        rounds: cfg.job.rounds,
+        operators: jobcfg.operators,
+        rounds: jobcfg.rounds,
         model_hash,
         round_seconds,
         losses,
@@ -554,7 +617,7 @@ mod tests {
         )
         .unwrap();
         let cfg: OperatorConfig = toml::Value::Table(t).try_into().unwrap();
-        assert_eq!(cfg.job.rounds, 5);
+        assert_eq!(cfg.job.unwrap().rounds, 5);
         assert_eq!(cfg.storage.dir, PathBuf::from("/tmp/x"));
     }
 

@@ -1,0 +1,716 @@
+//! The host's HTTP API (axum), described by an OpenAPI document at `/openapi.json` (utoipa).
+//!
+//! Local mode: jobs posted here are queued and run one at a time by a worker with
+//! [`crate::run::run_local_with`] on a local peer set of enclaves; their signed receipts and
+//! checkpoints are served from the job's storage folder exactly as the enclaves signed them.
+//! Request bodies are checked before anything is queued, with a 4xx naming what is wrong.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::run::Event;
+
+/// Largest request body: a job's training config is small.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Conclave host API",
+        description = "The operator host proxy: jobs (local mode), enclave evidence, signed round receipts, checkpoints, health and metrics."
+    ),
+    paths(
+        health,
+        metrics,
+        list_jobs,
+        create_job,
+        get_job,
+        list_receipts,
+        get_receipts,
+        get_checkpoint,
+        list_operators,
+        get_evidence
+    ),
+    components(schemas(
+        Health,
+        JobRequest,
+        Job,
+        JobState,
+        ApiError,
+        SignedReceipt,
+        OperatorStatus,
+        EvidenceDoc
+    ))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub jobs: usize,
+}
+
+/// A job to run on the local peer set.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// The training configuration (TOML, at most 64 KiB); its `replicas` must equal `operators`
+    /// and its `[optimizer] kind` must be `demo` or `sparseloco`.
+    pub config: String,
+    /// Enclaves in the peer set (1 to 16).
+    #[schema(minimum = 1, maximum = 16)]
+    pub operators: u32,
+    /// Rounds to run (1 to 10000).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rounds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// 32 bytes, hex.
+    pub id: String,
+    pub state: JobState,
+    pub operators: u32,
+    pub rounds: u64,
+    pub rounds_done: u64,
+    /// The model hash after the last closed round.
+    pub model_hash: Option<String>,
+    pub last_loss: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// One operator's signed round receipt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignedReceipt {
+    pub round: u64,
+    pub operator: u32,
+    /// The encoded envelope (base64): check it against the operator's evidence.
+    pub envelope: String,
+    /// The receipt it signs (JSON).
+    #[schema(value_type = Object)]
+    pub receipt: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OperatorStatus {
+    pub operator: u32,
+    pub job: String,
+    pub address: String,
+    pub tee: String,
+    /// Unix seconds of the operator's last sign of life (its last answer).
+    pub heartbeat: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvidenceDoc {
+    pub operator: u32,
+    pub job: String,
+    pub address: String,
+    /// The nonce the report data binds with the key and job (hex).
+    pub nonce: String,
+    /// The evidence bundle (base64): `conclave verify` reads it.
+    pub evidence: String,
+}
+
+/// Counters and gauges for `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub rounds_total: u64,
+    pub round_seconds_sum: f64,
+    pub last_round_seconds: f64,
+    pub last_loss: f64,
+    pub update_bytes_total: u64,
+    pub jobs_failed_total: u64,
+}
+
+struct JobEntry {
+    job: Job,
+    dir: PathBuf,
+}
+
+/// What the API serves, shared with the worker.
+#[derive(Default)]
+pub struct Inner {
+    jobs: BTreeMap<String, JobEntry>,
+    operators: Vec<OperatorStatus>,
+    metrics: Metrics,
+    queue: std::collections::VecDeque<(String, JobRequest)>,
+}
+
+/// The API's state.
+#[derive(Clone)]
+pub struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    /// Jobs' storage folders live under here.
+    root: PathBuf,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shared {
+    pub fn new(root: PathBuf) -> Self {
+        Shared {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            root,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a job (already running or queued) stored in `dir`.
+    pub fn add_job(&self, id: &str, operators: u32, rounds: u64, dir: PathBuf, state: JobState) {
+        self.lock().jobs.insert(
+            id.to_string(),
+            JobEntry {
+                job: Job {
+                    id: id.to_string(),
+                    state,
+                    operators,
+                    rounds,
+                    rounds_done: 0,
+                    model_hash: None,
+                    last_loss: None,
+                    error: None,
+                },
+                dir,
+            },
+        );
+    }
+
+    pub fn set_state(&self, id: &str, state: JobState, error: Option<String>) {
+        let mut g = self.lock();
+        if state == JobState::Failed {
+            g.metrics.jobs_failed_total += 1;
+        }
+        if let Some(e) = g.jobs.get_mut(id) {
+            e.job.state = state;
+            e.job.error = error;
+        }
+    }
+
+    /// Follows a run's events.
+    pub fn event(&self, id: &str, ev: Event) {
+        let mut g = self.lock();
+        match ev {
+            Event::Attested {
+                operator,
+                address,
+                tee,
+            } => {
+                g.operators
+                    .retain(|o| !(o.job == id && o.operator == operator));
+                g.operators.push(OperatorStatus {
+                    operator,
+                    job: id.to_string(),
+                    address,
+                    tee,
+                    heartbeat: unix_now(),
+                });
+            }
+            Event::Round {
+                round,
+                loss,
+                seconds,
+                model_hash,
+                update_bytes,
+            } => {
+                g.metrics.rounds_total += 1;
+                g.metrics.round_seconds_sum += seconds;
+                g.metrics.last_round_seconds = seconds;
+                g.metrics.last_loss = loss;
+                g.metrics.update_bytes_total += update_bytes;
+                let now = unix_now();
+                for o in g.operators.iter_mut().filter(|o| o.job == id) {
+                    o.heartbeat = now;
+                }
+                if let Some(e) = g.jobs.get_mut(id) {
+                    e.job.rounds_done = round + 1;
+                    e.job.model_hash = Some(model_hash);
+                    e.job.last_loss = Some(loss);
+                }
+            }
+        }
+    }
+
+    /// The next queued job, marked running, with its storage folder.
+    pub fn next_job(&self) -> Option<(String, JobRequest, PathBuf)> {
+        let mut g = self.lock();
+        let (id, req) = g.queue.pop_front()?;
+        let e = g.jobs.get_mut(&id)?;
+        e.job.state = JobState::Running;
+        Some((id, req, e.dir.clone()))
+    }
+
+    fn job_dir(&self, id: &str) -> Option<PathBuf> {
+        self.lock().jobs.get(id).map(|e| e.dir.clone())
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ApiError { error: msg.into() })).into_response()
+}
+
+/// Checks a job request before it is queued.
+pub fn validate_job(req: &JobRequest) -> Result<(), String> {
+    if req.config.len() > MAX_BODY {
+        return Err(format!(
+            "config: {} bytes, at most {MAX_BODY}",
+            req.config.len()
+        ));
+    }
+    if !(1..=16).contains(&req.operators) {
+        return Err(format!("operators: {} is not in 1..=16", req.operators));
+    }
+    if !(1..=10_000).contains(&req.rounds) {
+        return Err(format!("rounds: {} is not in 1..=10000", req.rounds));
+    }
+    let t: toml::Table = toml::from_str(&req.config).map_err(|e| format!("config: {e}"))?;
+    match t.get("replicas").and_then(|v| v.as_integer()) {
+        Some(r) if r == req.operators as i64 => {}
+        Some(r) => {
+            return Err(format!(
+                "config: replicas = {r}, operators = {}",
+                req.operators
+            ));
+        }
+        None => return Err("config: replicas must be set to the number of operators".into()),
+    }
+    let kind = t
+        .get("optimizer")
+        .and_then(|o| o.get("kind"))
+        .and_then(|k| k.as_str());
+    match kind {
+        Some("demo" | "sparseloco") => Ok(()),
+        other => Err(format!(
+            "config: [optimizer] kind must be demo or sparseloco, not {other:?}"
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health(State(s): State<Shared>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        jobs: s.lock().jobs.len(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(s): State<Shared>) -> Response {
+    let g = s.lock();
+    let m = &g.metrics;
+    let now = unix_now();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, v: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    metric(
+        "conclave_rounds_total",
+        "counter",
+        "Rounds closed.",
+        m.rounds_total.to_string(),
+    );
+    metric(
+        "conclave_round_seconds_sum",
+        "counter",
+        "Seconds spent in closed rounds.",
+        m.round_seconds_sum.to_string(),
+    );
+    metric(
+        "conclave_round_seconds_last",
+        "gauge",
+        "Duration of the last round.",
+        m.last_round_seconds.to_string(),
+    );
+    metric(
+        "conclave_loss",
+        "gauge",
+        "Mean training loss of the last round.",
+        m.last_loss.to_string(),
+    );
+    metric(
+        "conclave_update_bytes_total",
+        "counter",
+        "Bytes of signed updates sent by the enclaves.",
+        m.update_bytes_total.to_string(),
+    );
+    metric(
+        "conclave_jobs_failed_total",
+        "counter",
+        "Jobs that failed.",
+        m.jobs_failed_total.to_string(),
+    );
+    metric(
+        "conclave_peers",
+        "gauge",
+        "Attested enclaves known.",
+        g.operators.len().to_string(),
+    );
+    let oldest = g.operators.iter().map(|o| o.heartbeat).min().unwrap_or(now);
+    metric(
+        "conclave_heartbeat_age_seconds",
+        "gauge",
+        "Age of the oldest operator heartbeat.",
+        now.saturating_sub(oldest).to_string(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = [Job])))]
+async fn list_jobs(State(s): State<Shared>) -> Json<Vec<Job>> {
+    Json(s.lock().jobs.values().map(|e| e.job.clone()).collect())
+}
+
+#[utoipa::path(post, path = "/v1/jobs", request_body = JobRequest,
+    responses((status = 201, body = Job), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
+async fn create_job(
+    State(s): State<Shared>,
+    body: Result<Json<JobRequest>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    if let Err(e) = validate_job(&req) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, e);
+    }
+    let seq = s.lock().jobs.len();
+    let id = hex::encode(Sha256::digest(format!(
+        "conclave/v1/local-job/{seq}/{}/{}",
+        unix_now(),
+        req.config
+    )));
+    let dir = s.root.join("jobs").join(&id);
+    s.add_job(&id, req.operators, req.rounds, dir, JobState::Queued);
+    let mut g = s.lock();
+    g.queue.push_back((id.clone(), req));
+    let job = g.jobs.get(&id).map(|e| e.job.clone());
+    drop(g);
+    match job {
+        Some(j) => (StatusCode::CREATED, Json(j)).into_response(),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "job vanished"),
+    }
+}
+
+/// The 400 answer for a malformed job id, if it is one.
+fn bad_id(id: &str) -> Option<Response> {
+    (id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "job id: 64 hex characters expected",
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "job id, 64 hex")),
+    responses((status = 200, body = Job), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_job(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if let Some(r) = bad_id(&id) {
+        return r;
+    }
+    match s.lock().jobs.get(&id) {
+        Some(e) => Json(e.job.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+    }
+}
+
+fn read_receipts(dir: &std::path::Path, round: u64) -> Vec<SignedReceipt> {
+    let rdir = dir.join("rounds").join(format!("{round:06}"));
+    let mut out = Vec::new();
+    for op in 0..64u32 {
+        let Ok(env) = std::fs::read(rdir.join(format!("receipt-{op}.env"))) else {
+            continue;
+        };
+        let receipt = std::fs::read(rdir.join(format!("receipt-{op}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        out.push(SignedReceipt {
+            round,
+            operator: op,
+            envelope: STANDARD.encode(env),
+            receipt,
+        });
+    }
+    out
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/receipts", params(("id" = String, Path, description = "job id, 64 hex")),
+    responses((status = 200, body = [SignedReceipt]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn list_receipts(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if let Some(r) = bad_id(&id) {
+        return r;
+    }
+    let Some(dir) = s.job_dir(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+    };
+    let done = s
+        .lock()
+        .jobs
+        .get(&id)
+        .map(|e| e.job.rounds_done)
+        .unwrap_or(0);
+    let all: Vec<SignedReceipt> = (0..done).flat_map(|r| read_receipts(&dir, r)).collect();
+    Json(all).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/receipts/{round}",
+    params(("id" = String, Path, description = "job id, 64 hex"), ("round" = u64, Path, description = "round")),
+    responses((status = 200, body = [SignedReceipt]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_receipts(State(s): State<Shared>, Path((id, round)): Path<(String, u64)>) -> Response {
+    if let Some(r) = bad_id(&id) {
+        return r;
+    }
+    let Some(dir) = s.job_dir(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+    };
+    let r = read_receipts(&dir, round);
+    if r.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no receipts for round {round}"),
+        );
+    }
+    Json(r).into_response()
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/checkpoint", params(("id" = String, Path, description = "job id, 64 hex")),
+    responses((status = 200, description = "the final weights (safetensors); X-Model-Hash names them, X-Manifest-Envelope carries the signed manifest (base64)", content_type = "application/octet-stream"),
+        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_checkpoint(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if let Some(r) = bad_id(&id) {
+        return r;
+    }
+    let Some(dir) = s.job_dir(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+    };
+    let cdir = dir.join("checkpoints");
+    let newest = std::fs::read_dir(&cdir).ok().and_then(|rd| {
+        rd.filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .max()
+    });
+    let Some(w) = newest else {
+        return error(StatusCode::NOT_FOUND, "no checkpoint yet");
+    };
+    let (Ok(bytes), Ok(env)) = (
+        std::fs::read(&w),
+        std::fs::read(w.with_extension("manifest.env")),
+    ) else {
+        return error(StatusCode::NOT_FOUND, "no checkpoint yet");
+    };
+    let hash = hex::encode(Sha256::digest(&bytes));
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::HeaderName::from_static("x-model-hash"), hash),
+            (
+                header::HeaderName::from_static("x-manifest-envelope"),
+                STANDARD.encode(env),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/v1/operators", responses((status = 200, body = [OperatorStatus])))]
+async fn list_operators(State(s): State<Shared>) -> Json<Vec<OperatorStatus>> {
+    Json(s.lock().operators.clone())
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/operators/{operator}/evidence",
+    params(("id" = String, Path, description = "job id, 64 hex"), ("operator" = u32, Path, description = "operator index")),
+    responses((status = 200, body = EvidenceDoc), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_evidence(
+    State(s): State<Shared>,
+    Path((id, operator)): Path<(String, u32)>,
+) -> Response {
+    if let Some(r) = bad_id(&id) {
+        return r;
+    }
+    let Some(dir) = s.job_dir(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+    };
+    let info: Option<serde_json::Value> =
+        std::fs::read(dir.join(format!("operator-{operator}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    let ev = std::fs::read(dir.join(format!("evidence-{operator}.bin")));
+    match (info, ev) {
+        (Some(i), Ok(ev)) => Json(EvidenceDoc {
+            operator,
+            job: id,
+            address: i["address"].as_str().unwrap_or_default().to_string(),
+            nonce: i["nonce"].as_str().unwrap_or_default().to_string(),
+            evidence: STANDARD.encode(ev),
+        })
+        .into_response(),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no evidence of operator {operator}"),
+        ),
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// The router.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/jobs", get(list_jobs).post(create_job))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/receipts", get(list_receipts))
+        .route("/v1/jobs/{id}/receipts/{round}", get(get_receipts))
+        .route("/v1/jobs/{id}/checkpoint", get(get_checkpoint))
+        .route("/v1/operators", get(list_operators))
+        .route(
+            "/v1/jobs/{id}/operators/{operator}/evidence",
+            get(get_evidence),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY * 2))
+        .with_state(state)
+}
+
+/// Starts the API on `listen` in a background thread with its own runtime; returns the bound
+/// address once it accepts connections.
+pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("api.listen: {listen:?}: {e}"))?;
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("binding the API on {addr}: {e}"))?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: the API runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("error: the API listener: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, router(state)).await {
+                    eprintln!("error: the API server: {e}");
+                }
+            });
+        })?;
+    Ok(bound)
+}
+
+/// `conclave serve`: the API, and a worker that runs posted jobs one at a time on the local
+/// peer set (each in `storage.dir/jobs/<id>`). Runs until killed.
+pub fn serve(cfg: crate::run::OperatorConfig) -> anyhow::Result<()> {
+    use crate::run::{JobSection, OperatorConfig, run_local_with, write_atomic};
+    let listen = cfg
+        .api
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let state = Shared::new(cfg.storage.dir.clone());
+    let addr = spawn_server(state.clone(), &listen)?;
+    println!("conclave API on http://{addr} (OpenAPI at /openapi.json)");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    loop {
+        let Some((id, req, dir)) = state.next_job() else {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        };
+        let result = (|| -> anyhow::Result<()> {
+            let path = dir.join("job.toml");
+            write_atomic(&path, req.config.as_bytes())?;
+            let job = JobSection {
+                config: path,
+                operators: req.operators,
+                rounds: req.rounds,
+                id: Some(id.clone()),
+                ..cfg.job.clone().unwrap_or(JobSection {
+                    config: PathBuf::new(),
+                    operators: 1,
+                    rounds: 1,
+                    id: None,
+                    measurements: Vec::new(),
+                    allow_sim: None,
+                    request_timeout_s: 600,
+                })
+            };
+            let run = OperatorConfig {
+                job: Some(job),
+                enclave: cfg.enclave.clone(),
+                storage: crate::run::StorageSection { dir: dir.clone() },
+                api: Default::default(),
+            };
+            run_local_with(&run, &mut |ev| state.event(&id, ev))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => state.set_state(&id, JobState::Done, None),
+            Err(e) => {
+                eprintln!("job {id} failed: {e:#}");
+                state.set_state(&id, JobState::Failed, Some(format!("{e:#}")));
+            }
+        }
+    }
+}
