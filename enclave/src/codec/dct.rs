@@ -8,6 +8,11 @@
 //! well. The arithmetic is fused multiply-add everywhere (`f32::mul_add`), with or without the
 //! CPU's FMA unit, so results are bit-identical on every x86-64 machine: operators that
 //! aggregate the same updates reach the same weights.
+//!
+//! Encoding blocks whose sides are powers of two from 8 to 64 (chunk 64 on typical shapes) takes
+//! the fast factorised transform of [`fast`] instead of the products.
+
+pub mod fast;
 
 /// The DCT-II basis of one block size.
 #[derive(Debug, Clone)]
@@ -62,16 +67,37 @@ pub struct Scratch {
     /// One block's coefficients, contiguous.
     block: Vec<f32>,
     nonzero_rows: Vec<bool>,
+    fast: fast::Work,
 }
 
 /// Encodes one stripe (`n1` rows × `cols`, row-major) and calls `f(block, coefficients)` for
 /// each of its `cols / n2` blocks, left to right.
 ///
+/// Blocks with both sides powers of two from 8 to 64 go through [`fast::encode_stripe`], others
+/// through [`encode_stripe_gemm`]. Encoding only feeds this operator's own selection, so its
+/// rounding need not match other machines; decoding, which every operator must agree on, uses
+/// [`decode_sparse_into`].
+pub fn encode_stripe(
+    stripe: &[f32],
+    cols: usize,
+    b1: &Basis,
+    b2: &Basis,
+    s: &mut Scratch,
+    f: &mut dyn FnMut(usize, &[f32]),
+) {
+    if fast::supports(b1.n) && fast::supports(b2.n) {
+        fast::encode_stripe(stripe, cols, b1.n, b2.n, &mut s.fast, f)
+    } else {
+        encode_stripe_gemm(stripe, cols, b1, b2, s, f)
+    }
+}
+
+/// [`encode_stripe`] for any block size.
+///
 /// Two matrix products per panel of blocks, `T = C₁ · S` then `U = T · C₂ᵀ` (the second with
 /// every block of the panel stacked into one tall matrix), through `matrixmultiply`'s packed
-/// kernels. Encoding only feeds this operator's own selection, so its rounding need not match
-/// other machines; decoding, which every operator must agree on, uses [`decode_sparse_into`].
-pub fn encode_stripe(
+/// kernels.
+pub fn encode_stripe_gemm(
     stripe: &[f32],
     cols: usize,
     b1: &Basis,
@@ -267,5 +293,118 @@ mod tests {
         for (a, b) in out.iter().zip(&stripe) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
+    }
+
+    /// Deterministic pseudo-random values in about [-4, 4), with some large outliers.
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|i| {
+                z ^= z << 13;
+                z ^= z >> 7;
+                z ^= z << 17;
+                let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+                if i % 97 == 0 {
+                    300.0 * (u - 0.5)
+                } else {
+                    8.0 * u - 4.0
+                }
+            })
+            .collect()
+    }
+
+    fn encode_both(
+        stripe: &[f32],
+        cols: usize,
+        n1: usize,
+        n2: usize,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let (b1, b2) = (Basis::new(n1), Basis::new(n2));
+        let mut s = Scratch::default();
+        let (mut fast, mut gemm) = (Vec::new(), Vec::new());
+        encode_stripe(stripe, cols, &b1, &b2, &mut s, &mut |x, c| {
+            assert_eq!(x, fast.len());
+            fast.push(c.to_vec())
+        });
+        encode_stripe_gemm(stripe, cols, &b1, &b2, &mut s, &mut |x, c| {
+            assert_eq!(x, gemm.len());
+            gemm.push(c.to_vec())
+        });
+        (fast, gemm)
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_products() {
+        for n1 in [8, 16, 32, 64] {
+            for n2 in [8, 16, 32, 64] {
+                assert!(fast::supports(n1) && fast::supports(n2));
+                let cols = 3 * n2;
+                let stripe = noise(n1 * cols, (n1 * 100 + n2) as u64);
+                let (fast, gemm) = encode_both(&stripe, cols, n1, n2);
+                assert_eq!(fast.len(), 3);
+                assert_eq!(gemm.len(), 3);
+                for (a, b) in fast.iter().zip(&gemm) {
+                    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(worst < 1e-5 * scale, "{n1}×{n2}: {worst} (scale {scale})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_the_f64_definition() {
+        let (n1, n2, cols) = (64, 64, 128);
+        let stripe = noise(n1 * cols, 7);
+        let (fast, _) = encode_both(&stripe, cols, n1, n2);
+        let c = |n: usize, k: usize, i: usize| {
+            let a = if k == 0 {
+                (1.0 / n as f64).sqrt()
+            } else {
+                (2.0 / n as f64).sqrt()
+            };
+            a * (std::f64::consts::PI * (2 * i + 1) as f64 * k as f64 / (2 * n) as f64).cos()
+        };
+        for (x, got) in fast.iter().enumerate() {
+            let mut worst = 0f64;
+            for k in [0, 1, 2, 17, 31, 32, 63] {
+                for l in [0, 1, 5, 32, 62, 63] {
+                    let mut want = 0f64;
+                    for h in 0..n1 {
+                        for w in 0..n2 {
+                            want +=
+                                c(n1, k, h) * c(n2, l, w) * stripe[h * cols + x * n2 + w] as f64;
+                        }
+                    }
+                    worst = worst.max((got[k * n2 + l] as f64 - want).abs());
+                }
+            }
+            assert!(worst < 1e-3, "block {x}: {worst}");
+        }
+    }
+
+    #[test]
+    fn chunk_64_takes_the_fast_path_and_others_the_products() {
+        assert!(fast::supports(64) && fast::supports(8));
+        for n in [1, 2, 4, 25, 40, 48, 50, 63, 128] {
+            assert!(!fast::supports(n), "{n}");
+        }
+        // A 64×64 block through encode_stripe uses `Scratch::fast`, not the product buffers.
+        let (b, stripe) = (Basis::new(64), noise(64 * 64, 3));
+        let mut s = Scratch::default();
+        encode_stripe(&stripe, 64, &b, &b, &mut s, &mut |_, _| {});
+        assert!(s.t.is_empty() && s.u.is_empty());
+        // Mixed sizes (64 × 50) use the products and still invert.
+        let b2 = Basis::new(50);
+        let stripe = noise(64 * 100, 4);
+        let (mut fast, mut gemm) = (Vec::new(), Vec::new());
+        encode_stripe(&stripe, 100, &b, &b2, &mut s, &mut |_, c| {
+            fast.push(c.to_vec())
+        });
+        assert!(!s.t.is_empty());
+        encode_stripe_gemm(&stripe, 100, &b, &b2, &mut s, &mut |_, c| {
+            gemm.push(c.to_vec())
+        });
+        assert_eq!(fast, gemm);
     }
 }

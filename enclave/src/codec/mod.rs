@@ -153,19 +153,25 @@ impl Codec {
     /// transmitted part is the dequantized one, so the quantization error stays in `buf`; with
     /// 1-bit values it is the full-precision one (Psyche keeps its own EF unquantized).
     pub fn compress(&self, name: &str, shape: &[usize], buf: &mut [f32]) -> TensorUpdate {
-        let (update, sent) = self.select(name, shape, buf);
+        let (update, sent) = self.select(name, shape, buf, true);
         self.subtract(&update, &sent, buf);
         update
     }
 
     /// Compresses without touching the input.
     pub fn compress_only(&self, name: &str, shape: &[usize], data: &[f32]) -> TensorUpdate {
-        self.select(name, shape, data).0
+        self.select(name, shape, data, false).0
     }
 
     /// Chooses and encodes the kept entries; returns the update and, per entry, the value that
-    /// error feedback removes.
-    fn select(&self, name: &str, shape: &[usize], data: &[f32]) -> (TensorUpdate, Vec<f32>) {
+    /// error feedback removes (empty for f32 values when `need_sent` is false, saving a copy).
+    fn select(
+        &self,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        need_sent: bool,
+    ) -> (TensorUpdate, Vec<f32>) {
         let cfg = &self.config;
         let g = self.geometry(shape);
         assert_eq!(
@@ -218,7 +224,10 @@ impl Codec {
             indices.extend_from_slice(&s.idx);
             raw.extend_from_slice(&s.val);
         }
-        let (values, sent) = encode_values(cfg.values, raw);
+        let (values, sent) = match cfg.values {
+            ValueEncoding::F32 if !need_sent => (Values::F32(raw), Vec::new()),
+            enc => encode_values(enc, raw),
+        };
         let index_encoding = choose_index(cfg.index, k, totalk);
         let update = TensorUpdate {
             name: name.to_owned(),
