@@ -4,6 +4,7 @@
 #   - detonation 0.5.2 (+ einops, mltiming): the DeMo reference TransformDCT/CompressDCT
 #   - toploc 0.1.6, compiled from source against torch 2.13 (its wheel targets torch 2.6)
 #   - sev-snp-measure 0.0.13: an independent SNP launch-digest implementation (images tests)
+#   - schemathesis 4.32.5: property-based tests of the host API from its OpenAPI document
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,10 @@ fi
 if ! have sev-snp-measure 0.0.13; then
     echo "setup-python: installing sev-snp-measure 0.0.13 (independent SNP launch-digest oracle)"
     pip install sev-snp-measure==0.0.13
+fi
+if ! have schemathesis 4.32.5; then
+    echo "setup-python: installing schemathesis 4.32.5 (API tests)"
+    pip install schemathesis==4.32.5
 fi
 if ! have toploc 0.1.6; then
     echo "setup-python: building toploc 0.1.6 from source (about 2.5 minutes)"

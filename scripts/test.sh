@@ -18,3 +18,5 @@ bash scripts/test-contracts.sh
 source scripts/env.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# The host API against its own OpenAPI document (schemathesis, property-based).
+bash scripts/test-api.sh

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -440,7 +440,11 @@ fn bad_id(id: &str) -> Option<Response> {
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "job id, 64 hex")),
     responses((status = 200, body = Job), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn get_job(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+async fn get_job(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -473,7 +477,14 @@ fn read_receipts(dir: &std::path::Path, round: u64) -> Vec<SignedReceipt> {
 
 #[utoipa::path(get, path = "/v1/jobs/{id}/receipts", params(("id" = String, Path, description = "job id, 64 hex")),
     responses((status = 200, body = [SignedReceipt]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn list_receipts(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+async fn list_receipts(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -493,7 +504,14 @@ async fn list_receipts(State(s): State<Shared>, Path(id): Path<String>) -> Respo
 #[utoipa::path(get, path = "/v1/jobs/{id}/receipts/{round}",
     params(("id" = String, Path, description = "job id, 64 hex"), ("round" = u64, Path, description = "round")),
     responses((status = 200, body = [SignedReceipt]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn get_receipts(State(s): State<Shared>, Path((id, round)): Path<(String, u64)>) -> Response {
+async fn get_receipts(
+    State(s): State<Shared>,
+    p: Result<Path<(String, u64)>, PathRejection>,
+) -> Response {
+    let (id, round) = match p {
+        Ok(Path(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -513,7 +531,14 @@ async fn get_receipts(State(s): State<Shared>, Path((id, round)): Path<(String, 
 #[utoipa::path(get, path = "/v1/jobs/{id}/checkpoint", params(("id" = String, Path, description = "job id, 64 hex")),
     responses((status = 200, description = "the final weights (safetensors); X-Model-Hash names them, X-Manifest-Envelope carries the signed manifest (base64)", content_type = "application/octet-stream"),
         (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn get_checkpoint(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+async fn get_checkpoint(
+    State(s): State<Shared>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -561,8 +586,12 @@ async fn list_operators(State(s): State<Shared>) -> Json<Vec<OperatorStatus>> {
     responses((status = 200, body = EvidenceDoc), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn get_evidence(
     State(s): State<Shared>,
-    Path((id, operator)): Path<(String, u32)>,
+    p: Result<Path<(String, u32)>, PathRejection>,
 ) -> Response {
+    let (id, operator) = match p {
+        Ok(Path(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
