@@ -428,18 +428,18 @@ async fn create_job(
     }
 }
 
-/// The 400 answer for a malformed job id, if it is one.
+/// The 404 answer for an id that cannot name a job.
 fn bad_id(id: &str) -> Option<Response> {
     (id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
         error(
-            StatusCode::BAD_REQUEST,
-            "job id: 64 hex characters expected",
+            StatusCode::NOT_FOUND,
+            format!("no job {id:?}: job ids are 64 hex characters"),
         )
     })
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "job id, 64 hex")),
-    responses((status = 200, body = Job), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = Job), (status = 404, body = ApiError)))]
 async fn get_job(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
     let id = match id {
         Ok(Path(id)) => id,
