@@ -328,13 +328,6 @@ fn toploc_trials(config: Option<PathBuf>, trials: usize, warm_steps: u64) -> Res
         Some(p) => TrainConfig::load(p)?,
         None => TrainConfig::default(),
     };
-    let (proof_s, step_s) = conclave_enclave::prove::proof_overhead(&cfg, 5)?;
-    println!(
-        "proving the probe batch: {:.2} ms; one training step: {:.1} ms; proofs per round (before and after) per step: {:.2} % (SparseLoCo: divide by the inner steps)",
-        proof_s * 1e3,
-        step_s * 1e3,
-        200.0 * proof_s / step_s
-    );
     let counts = conclave_enclave::prove::detection_trials(&cfg, trials, warm_steps)?;
     println!("| scenario | should | trials | accepted | rejected | errors |");
     println!("|---|---|---|---|---|---|");

@@ -80,12 +80,30 @@ pub fn activations(
         .view([starts.len() as i64, tokens as i64])
         .to_device(device);
     let h = tch::no_grad(|| model.hidden(&x));
-    let width = h.size()[2] as usize;
+    bits_of(&h, starts.len(), tokens, precision)
+}
+
+/// The first `tokens` positions of the first `rows` sequences of hidden states
+/// `[batch, time, width]`, cast to `precision`, as 16-bit patterns `[rows·tokens, width]`.
+pub fn bits_of(
+    h: &Tensor,
+    rows: usize,
+    tokens: usize,
+    precision: Precision,
+) -> Result<(Vec<u16>, usize, usize)> {
+    let size = h.size();
+    if size.len() != 3 || (size[0] as usize) < rows || (size[1] as usize) < tokens {
+        anyhow::bail!("hidden states {size:?} hold no {rows} × {tokens} probe");
+    }
+    let width = size[2] as usize;
     let kind = match precision {
         Precision::Bf16 => Kind::BFloat16,
         Precision::F16 => Kind::Half,
     };
     let h = h
+        .detach()
+        .narrow(0, 0, rows as i64)
+        .narrow(1, 0, tokens as i64)
         .to_kind(kind)
         .to_device(Device::Cpu)
         .contiguous()
@@ -95,7 +113,7 @@ pub fn activations(
     let mut raw = vec![0i16; n];
     h.copy_data(&mut raw, n);
     let bits = raw.into_iter().map(|v| v as u16).collect();
-    Ok((bits, starts.len() * tokens, width))
+    Ok((bits, rows * tokens, width))
 }
 
 /// Base64 proofs of the activations.
@@ -202,8 +220,20 @@ pub fn detection_trials(
             )?;
             Ok(r.iter().all(|x| x.1))
         };
+        // The honest prover commits to the probe rows of its training forward pass (the
+        // probe windows are the first rows of a full training batch, gradients on); the
+        // verifier recomputes the probe alone.
+        let probe = conclave_protocol::receipt::Probe {
+            shard: s,
+            shard_sha256: tr.dataset.manifest.shards[s as usize].sha256.clone(),
+            starts: starts.iter().map(|&x| x as u64).collect(),
+            context: ctx as u32,
+            tokens: win as u32,
+            example_len: None,
+        };
+        let step_bits = tr.step_activations(tr.step, 0, &probe)?;
         let mut claims: Vec<Vec<String>> = Vec::new();
-        claims.push(prove(&honest_bits.0, rows, hidden)?);
+        claims.push(prove(&step_bits.0, step_bits.1, step_bits.2)?);
         // One DeMo step: the gradient of a training batch, sign-SGD at lr 1e-3.
         let saved: Vec<Vec<f32>> = tr.params.iter().map(|(_, p)| to_vec(p)).collect();
         let b = tr.batch(tr.step, 0)?;
@@ -255,42 +285,4 @@ pub fn detection_trials(
         }
     }
     Ok(counts)
-}
-
-/// Time of one training step (or round) of `cfg` against the time of proving its probe batch
-/// once (forward pass of the probe, bf16 cast, proofs), both measured here in the same run:
-/// medians over `reps`. A round proves twice (before and after).
-pub fn proof_overhead(cfg: &crate::train::TrainConfig, reps: usize) -> Result<(f64, f64)> {
-    use std::time::Instant;
-    let mut tr = crate::train::Trainer::new(cfg.clone())?;
-    let ctx = tr.cfg.model.context;
-    let win = probe_tokens(ctx);
-    let s = tr.shard_for(0, 0)?;
-    let shard = tr.dataset.shard(s)?;
-    let starts = probe_starts(
-        tr.cfg.seed,
-        0,
-        &shard,
-        PROBE_ROWS,
-        ctx,
-        tr.dataset.example_len,
-    )?;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let mut step = Vec::new();
-    let mut proof = Vec::new();
-    tr.advance()?; // warm-up
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        let (_, n) = tr.advance()?;
-        step.push(t.elapsed().as_secs_f64() / n as f64);
-        let t = Instant::now();
-        let (bits, rows, hidden) =
-            activations(&tr.model, &shard, &starts, win, tr.device, Precision::Bf16)?;
-        std::hint::black_box(prove(&bits, rows, hidden)?);
-        proof.push(t.elapsed().as_secs_f64());
-    }
-    Ok((median(proof), median(step)))
 }

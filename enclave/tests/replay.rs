@@ -100,11 +100,13 @@ fn an_honest_round_replays_and_lies_are_refused() {
         let (code, out) = replay(&round, &data, &[]);
         assert_eq!(code, 0, "{}: {out}", method.name());
         assert!(
-            out.starts_with("PASS") && out.contains("proof after #0: pass"),
+            out.starts_with("PASS")
+                && out.contains("proof before #0: pass")
+                && !out.contains("proof after"),
             "{out}"
         );
 
-        // A receipt claiming other weights after (proofs from another round) fails.
+        // A receipt claiming proofs after that are not of the weights after fails.
         let text = std::fs::read_to_string(round.join("receipt.json")).unwrap();
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let before = v["proofs_before"].clone();

@@ -340,7 +340,7 @@ fn three_enclaves_agree_and_refuse_bad_input() {
             let r = RoundReceipt::from_json(&env.payload).unwrap();
             assert_eq!(r.round, round);
             assert_eq!(r.updates.len(), 3);
-            assert_eq!(r.proofs_before.len(), r.proofs_after.len());
+            assert!(!r.proofs_before.is_empty() && r.proofs_after.is_empty());
             hashes.push(r.model_hash_after.clone());
             if !last_hash.is_empty() {
                 assert_eq!(r.model_hash_before, last_hash);

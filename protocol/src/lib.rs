@@ -10,6 +10,7 @@
 
 pub mod channel;
 pub mod dataset;
+pub mod gossip;
 pub mod pack;
 pub mod receipt;
 pub mod toploc;

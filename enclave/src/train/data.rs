@@ -495,7 +495,7 @@ impl Batch {
 }
 
 impl Shard {
-    fn window(&self, start: usize, ctx: usize, b: &mut Batch) {
+    pub(crate) fn window(&self, start: usize, ctx: usize, b: &mut Batch) {
         let w = &self.tokens[start..start + ctx + 1];
         let m = &self.mask[start..start + ctx + 1];
         b.inputs.extend(w[..ctx].iter().map(|&t| t as i64));

@@ -182,14 +182,25 @@ impl Gpt {
 
     /// Mean cross-entropy of `targets` (`-100` = not a target).
     pub fn loss(&self, tokens: &Tensor, targets: &Tensor) -> Tensor {
-        let logits = self.forward(tokens);
-        logits.view([-1, self.vocab]).cross_entropy_loss(
+        self.loss_and_hidden(tokens, targets).0
+    }
+
+    /// [`Gpt::loss`] and the last hidden states `[batch, time, width]` it was computed from
+    /// (what the TOPLOC prover commits to, taken from the training step itself).
+    pub fn loss_and_hidden(&self, tokens: &Tensor, targets: &Tensor) -> (Tensor, Tensor) {
+        let h = self.hidden(tokens);
+        let logits = match &self.head {
+            Some(head) => head.forward(&h),
+            None => h.matmul(&self.wte.tr()),
+        };
+        let loss = logits.view([-1, self.vocab]).cross_entropy_loss(
             &targets.view([-1]),
             None::<Tensor>,
             tch::Reduction::Mean,
             -100,
             0.0,
-        )
+        );
+        (loss, h)
     }
 }
 

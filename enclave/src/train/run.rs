@@ -85,6 +85,10 @@ pub struct LocalUpdate {
     pub loss: f64,
     /// Training steps the round covers.
     pub steps: u64,
+    /// With a probe: TOPLOC proofs of the model the round started from, taken from the last
+    /// hidden states of the round's first training forward pass (the probe windows are that
+    /// batch's first rows), so proving costs no forward pass of its own.
+    pub proofs_before: Option<Vec<String>>,
 }
 
 /// A trainer holding the shared model, the data and the method's state.
@@ -299,7 +303,7 @@ impl Trainer {
                 let mut encoded = Vec::with_capacity(r);
                 let (mut loss, mut steps) = (0.0, 1);
                 for i in 0..r {
-                    let u = self.local_update(i)?;
+                    let u = self.local_update(i, None)?;
                     loss += u.loss;
                     steps = u.steps;
                     encoded.push(u.bytes);
@@ -313,8 +317,10 @@ impl Trainer {
     /// One operator's share of the current round, as replica `me`: DeMo's momentum update and
     /// compression of its gradient, or SparseLoCo's H inner AdamW steps from the shared model
     /// and the compressed pseudo-gradient. The shared model is left as it was; the result is
-    /// the update in the wire format ([`SparseUpdate`]), checked as a receiver would.
-    pub fn local_update(&mut self, me: usize) -> Result<LocalUpdate> {
+    /// the update in the wire format ([`SparseUpdate`]), checked as a receiver would. With a
+    /// `probe`, the round's first batch starts with the probe windows and the proofs of the
+    /// starting model come from that forward pass.
+    pub fn local_update(&mut self, me: usize, probe: Option<&Probe>) -> Result<LocalUpdate> {
         let r = self.cfg.replicas;
         if me >= r {
             bail!("replica {me} is outside the job's {r} replicas");
@@ -328,8 +334,13 @@ impl Trainer {
             } => {
                 let (peak, decay) = (*peak, *decay);
                 let lr = self.cfg.lr_at(peak, step);
-                let b = self.batch(step, me)?;
-                let loss = self.backward(&b)?;
+                let b = match probe {
+                    Some(p) => self.probe_batch(step, me, p)?,
+                    None => self.batch(step, me)?,
+                };
+                let (loss, hidden) = self.backward(&b)?;
+                let proofs_before = probe.map(|p| prove_hidden(&hidden, p)).transpose()?;
+                drop(hidden);
                 let grads = self.grads()?;
                 let State::Demo { codec, delta } = &mut self.state else {
                     unreachable!()
@@ -344,6 +355,7 @@ impl Trainer {
                     bytes,
                     loss,
                     steps: 1,
+                    proofs_before,
                 })
             }
             Method::Sparseloco {
@@ -352,7 +364,10 @@ impl Trainer {
                 let (h, decay) = (*inner_steps, *decay);
                 let theta: Vec<Vec<f32>> = self.params.iter().map(|(_, t)| to_vec(t)).collect();
                 let batches = (0..h)
-                    .map(|s| self.batch(step + s, me))
+                    .map(|s| match probe {
+                        Some(p) if s == 0 => self.probe_batch(step, me, p),
+                        _ => self.batch(step + s, me),
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let lrs: Vec<f64> = (0..h)
                     .map(|s| self.cfg.lr_at(self.cfg.train.lr, step + s))
@@ -373,10 +388,15 @@ impl Trainer {
                     set_from(t, w);
                 }
                 let mut loss = 0.0;
+                let mut proofs_before = None;
                 for (s, b) in batches.iter().enumerate() {
                     let (x, y) = b.to_tensors(device);
                     rep.opt.zero_grad();
-                    let l = rep.model.loss(&x, &y);
+                    let (l, hidden) = rep.model.loss_and_hidden(&x, &y);
+                    if let (Some(p), 0) = (probe, s) {
+                        proofs_before = Some(prove_hidden(&hidden, p)?);
+                    }
+                    drop(hidden);
                     let v = l.double_value(&[]);
                     if !v.is_finite() {
                         bail!("the loss is not finite at step {}", step + s as u64);
@@ -401,6 +421,7 @@ impl Trainer {
                     bytes,
                     loss: loss / h as f64,
                     steps: h,
+                    proofs_before,
                 })
             }
         }
@@ -498,20 +519,21 @@ impl Trainer {
         Ok(outer)
     }
 
-    /// Forward and backward on the shared model (gradients zeroed first); returns the loss.
-    fn backward(&mut self, b: &Batch) -> Result<f64> {
+    /// Forward and backward on the shared model (gradients zeroed first); returns the loss and
+    /// the last hidden states.
+    fn backward(&mut self, b: &Batch) -> Result<(f64, Tensor)> {
         for (_, p) in &self.params {
             let mut p = p.shallow_clone();
             p.zero_grad();
         }
         let (x, y) = b.to_tensors(self.device);
-        let l = self.model.loss(&x, &y);
+        let (l, hidden) = self.model.loss_and_hidden(&x, &y);
         let v = l.double_value(&[]);
         if !v.is_finite() {
             bail!("the loss is not finite at step {}", self.step);
         }
         l.backward();
-        Ok(v)
+        Ok((v, hidden.detach()))
     }
 
     /// The shared model's gradients as f32, clipped to `train.clip` in global norm.
@@ -642,19 +664,86 @@ impl Trainer {
         Ok(h)
     }
 
-    /// Runs one round and states it: TOPLOC proofs of the probe batch (drawn from replica 0's
-    /// shard by the job seed and the round) before and after, the model hashes, the hashes of
-    /// every aggregated update and the outer step. Returns the receipt and the encoded updates.
+    /// The batch of `replica` at `step` with its first rows replaced by the probe's windows
+    /// (the batch keeps its size; it must hold the probe).
+    pub fn probe_batch(&mut self, step: u64, replica: usize, probe: &Probe) -> Result<Batch> {
+        let regular = self.batch(step, replica)?;
+        let n = probe.starts.len();
+        if regular.rows < n {
+            bail!(
+                "train.batch {} is smaller than the probe's {n} windows",
+                regular.rows
+            );
+        }
+        if !self.shards.contains_key(&probe.shard) {
+            let s = self.dataset.shard(probe.shard)?;
+            self.shards.insert(probe.shard, s);
+        }
+        let ctx = regular.cols;
+        let shard = &self.shards[&probe.shard];
+        let mut b = Batch {
+            inputs: Vec::with_capacity(regular.inputs.len()),
+            targets: Vec::with_capacity(regular.targets.len()),
+            rows: 0,
+            cols: ctx,
+        };
+        for &s in &probe.starts {
+            let s = s as usize;
+            if s + ctx + 1 > shard.tokens.len() {
+                bail!("probe window at {s} runs past shard {}", probe.shard);
+            }
+            shard.window(s, ctx, &mut b);
+        }
+        b.inputs.extend_from_slice(&regular.inputs[n * ctx..]);
+        b.targets.extend_from_slice(&regular.targets[n * ctx..]);
+        b.rows = regular.rows;
+        Ok(b)
+    }
+
+    /// What an honest prover commits to for `probe` at `step`: the bf16 hidden states of the
+    /// probe rows in the training forward pass of the shared model (gradients are taken and
+    /// dropped). For the detection trials and benchmarks.
+    pub fn step_activations(
+        &mut self,
+        step: u64,
+        replica: usize,
+        probe: &Probe,
+    ) -> Result<(Vec<u16>, usize, usize)> {
+        let b = self.probe_batch(step, replica, probe)?;
+        let (x, y) = b.to_tensors(self.device);
+        let (l, hidden) = self.model.loss_and_hidden(&x, &y);
+        drop(l);
+        prove::bits_of(
+            &hidden,
+            probe.starts.len(),
+            probe.tokens as usize,
+            prove::Precision::Bf16,
+        )
+    }
+
+    /// Runs one round and states it: TOPLOC proofs of the starting model on the probe windows
+    /// (drawn from replica 0's shard by the job seed and the round, and trained on as the first
+    /// rows of the round's first batch), the model hashes, the hashes of every aggregated update
+    /// and the outer step. Returns the receipt and the encoded updates.
     pub fn prove_round(&mut self) -> Result<(RoundReceipt, Vec<Vec<u8>>)> {
         if matches!(self.cfg.optimizer, Method::Adamw) {
             bail!("round receipts need a compressed method (demo or sparseloco), not adamw");
         }
         let (step_before, round) = (self.step, self.round());
         let probe = self.probe(0)?;
-        let proofs_before = self.prove_probe(&probe)?;
         let hash_before = self.model_hash()?;
-        let (loss, _) = self.advance()?;
-        let proofs_after = self.prove_probe(&probe)?;
+        let mut updates = Vec::with_capacity(self.cfg.replicas);
+        let (mut loss, mut proofs_before) = (0.0, None);
+        for i in 0..self.cfg.replicas {
+            let u = self.local_update(i, (i == 0).then_some(&probe))?;
+            loss += u.loss / self.cfg.replicas as f64;
+            if i == 0 {
+                proofs_before = u.proofs_before;
+            }
+            updates.push(u.bytes);
+        }
+        let proofs_before = proofs_before.context("the round made no proofs")?;
+        self.apply_updates(updates)?;
         let hash_after = self.model_hash()?;
         let (encoded, outer) = self
             .last_round
@@ -682,7 +771,9 @@ impl Trainer {
                 thresholds: Thresholds::default(),
             },
             proofs_before,
-            proofs_after,
+            // The weights after are bound by their hash (replay recomputes them exactly) and
+            // proved by the next round's first forward pass.
+            proofs_after: Vec::new(),
             loss,
         };
         Ok((receipt, encoded))
@@ -834,4 +925,15 @@ pub fn outer_step(w: &mut [f32], aggregate: &[f32], step: &OuterStep) {
         }
         OuterStep::Sgd { lr, .. } => codec::sgd_step(w, aggregate, lr),
     }
+}
+
+/// TOPLOC proofs of the probe rows of training-forward hidden states.
+fn prove_hidden(hidden: &Tensor, probe: &Probe) -> Result<Vec<String>> {
+    let (bits, rows, width) = prove::bits_of(
+        hidden,
+        probe.starts.len(),
+        probe.tokens as usize,
+        prove::Precision::Bf16,
+    )?;
+    prove::prove(&bits, rows, width)
 }
