@@ -81,9 +81,13 @@ enum AttesterKind {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// The Unix socket to listen on (sim enclaves and local VMs' forwarded channels).
+    /// The Unix socket to listen on (sim enclaves run as local processes).
+    #[arg(long, required_unless_present = "device", conflicts_with = "device")]
+    socket: Option<PathBuf>,
+    /// The virtio-serial port to serve on inside a VM (e.g.
+    /// /dev/virtio-ports/org.conclave.channel).
     #[arg(long)]
-    socket: PathBuf,
+    device: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "sim")]
     attester: AttesterKind,
     /// The corpus folder inside the enclave (the job spec cannot name another).
@@ -266,7 +270,11 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             scratch: a.scratch,
         },
     );
-    serve_unix(&mut enclave, &a.socket)?;
+    match (&a.socket, &a.device) {
+        (Some(socket), _) => serve_unix(&mut enclave, socket)?,
+        (None, Some(device)) => conclave_enclave::service::serve_device(&mut enclave, device)?,
+        (None, None) => bail!("--socket or --device is required"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -623,6 +623,33 @@ pub fn serve_unix(enclave: &mut Enclave, path: &Path) -> Result<()> {
     Err(anyhow!("the listener closed"))
 }
 
+/// Serves the host over a virtio-serial port inside a VM (e.g.
+/// `/dev/virtio-ports/org.conclave.channel`; on the host side qemu connects the port to a Unix
+/// socket chardev, which [`crate`]'s host dials like a sim enclave's socket). The port is
+/// reopened whenever the host side goes away, until a `Shutdown` request.
+pub fn serve_device(enclave: &mut Enclave, path: &Path) -> Result<()> {
+    eprintln!(
+        "enclave 0x{} serving on {}",
+        hex::encode(enclave.address().0),
+        path.display()
+    );
+    loop {
+        let port = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening the channel device {}", path.display()))?;
+        let mut r = BufReader::new(port.try_clone()?);
+        let mut w = BufWriter::new(port);
+        match serve_stream(enclave, &mut r, &mut w) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => eprintln!("channel: {e:#}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Answers requests on one stream until it closes (false) or a `Shutdown` (true). A malformed
 /// frame is answered with an error and the connection is dropped (framing is lost).
 pub fn serve_stream(

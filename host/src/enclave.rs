@@ -131,6 +131,17 @@ pub struct QemuConfig {
     /// Extra disk (the dataset), attached read-only.
     #[serde(default)]
     pub data_disk: Option<PathBuf>,
+    /// The host end of the guest's virtio-serial channel port (a Unix socket qemu listens
+    /// on; the enclave serves `/dev/virtio-ports/org.conclave.channel`).
+    #[serde(default = "default_channel_socket")]
+    pub channel_socket: PathBuf,
+}
+
+/// The virtio-serial port name the guest's enclave serves.
+pub const CHANNEL_PORT: &str = "org.conclave.channel";
+
+fn default_channel_socket() -> PathBuf {
+    PathBuf::from("runs/vm/channel.sock")
 }
 
 fn default_qemu() -> PathBuf {
@@ -170,8 +181,10 @@ impl QemuConfig {
     /// The qemu arguments (without the program), in the documented forms: for SEV-SNP the
     /// `sev-snp-guest` object with `cbitpos=51,reduced-phys-bits=1`, kernel hashes measured
     /// (`kernel-hashes=on`) and memory from `memory-backend-memfd`; for TDX the `tdx-guest`
-    /// object, `kernel-irqchip=split` and the same memfd memory. Both: no default devices, a
-    /// vhost-vsock device for the channel, the serial console on stdio.
+    /// object, `kernel-irqchip=split` and the same memfd memory. Both: no default devices, the
+    /// channel as a virtio-serial port backed by a Unix socket chardev (works without
+    /// `/dev/vhost-vsock`), a vhost-vsock device for guests that prefer vsock, the serial
+    /// console on stdio.
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &str| a.push(s.to_string());
@@ -218,6 +231,17 @@ impl QemuConfig {
         push(&self.initrd.display().to_string());
         push("-append");
         push(&self.cmdline);
+        push("-device");
+        push("virtio-serial-pci,id=virtio-serial0");
+        push("-chardev");
+        push(&format!(
+            "socket,id=conclave0,path={},server=on,wait=off",
+            self.channel_socket.display()
+        ));
+        push("-device");
+        push(&format!(
+            "virtserialport,bus=virtio-serial0.0,chardev=conclave0,name={CHANNEL_PORT}"
+        ));
         push("-device");
         push(&format!(
             "vhost-vsock-pci,id=vsock0,guest-cid={}",
@@ -297,6 +321,40 @@ pub fn launch_sim(launch: &Launch, socket: &Path, scratch: &Path, log: &Path) ->
     })
 }
 
+/// Starts a confidential VM under qemu and returns once its channel socket exists. The guest's
+/// init runs `conclave-enclave serve --device /dev/virtio-ports/org.conclave.channel` with
+/// the `snp` or `tdx` attester.
+pub fn launch_qemu(q: &QemuConfig, log: &Path, timeout: Duration) -> Result<Launched> {
+    q.validate()?;
+    if let Some(dir) = q.channel_socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&q.channel_socket);
+    let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new(&q.qemu)
+        .args(q.args())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", q.qemu.display()))?;
+    let mut launched = Launched {
+        child,
+        socket: q.channel_socket.clone(),
+    };
+    let start = Instant::now();
+    while !q.channel_socket.exists() {
+        if let Some(status) = launched.child.try_wait()? {
+            bail!("qemu exited with {status} before opening the channel (see its log)");
+        }
+        if start.elapsed() > timeout {
+            bail!("qemu opened no channel socket in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(launched)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +372,7 @@ mod tests {
             vsock_cid: 7,
             snp_policy: 0x30000,
             data_disk: None,
+            channel_socket: "/run/conclave/ch.sock".into(),
         }
     }
 
@@ -344,6 +403,14 @@ mod tests {
         ));
         assert!(has("-bios", "/usr/share/ovmf/OVMF.fd"));
         assert!(has("-device", "vhost-vsock-pci,id=vsock0,guest-cid=7"));
+        assert!(has(
+            "-chardev",
+            "socket,id=conclave0,path=/run/conclave/ch.sock,server=on,wait=off"
+        ));
+        assert!(has(
+            "-device",
+            "virtserialport,bus=virtio-serial0.0,chardev=conclave0,name=org.conclave.channel"
+        ));
         assert!(has("-append", "console=ttyS0"));
         assert!(a.contains(&"-enable-kvm".to_string()));
         assert!(!a.iter().any(|x| x.contains("tdx")));
