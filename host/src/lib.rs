@@ -2,10 +2,13 @@
 //!
 //! The operator's side of Conclave, outside the VM: the chain client ([`chain`]) that deploys
 //! and talks to the `ConclaveTraining` contract, the enclave channel and launcher
-//! ([`enclave`]), and the local-mode host proxy ([`run`]). The `conclave` binary adds the
-//! command line (`run`, `verify`, `sim-evidence`, `image measure`, `chain`).
+//! ([`enclave`]), the local-mode host proxy ([`run`]), and the operator network ([`net`],
+//! [`node`]): one operator per process, gossiping over libp2p. The `conclave` binary adds the
+//! command line (`run`, `node`, `verify`, `sim-evidence`, `image measure`, `chain`).
 
 pub mod api;
 pub mod chain;
 pub mod enclave;
+pub mod net;
+pub mod node;
 pub mod run;

@@ -29,6 +29,15 @@ enum Command {
         #[arg(long)]
         config: std::path::PathBuf,
     },
+    /// Run one operator of a job on the operator network (libp2p gossip): launch its enclave,
+    /// announce its evidence, and train, exchange updates and aggregate round by round with
+    /// the other operators' nodes.
+    Node {
+        /// The node config (TOML): `[job]`, `[enclave]`, `[storage]` and `[node]`;
+        /// `CONCLAVE_<SECTION>__<KEY>` variables override it.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Serve the HTTP API (jobs, evidence, receipts, checkpoints, health, /metrics,
     /// /openapi.json) and run posted jobs on the local peer set, one at a time.
     Serve {
@@ -91,10 +100,24 @@ fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_node(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = conclave_host::node::NodeConfig::load(config, std::env::vars())?;
+    let s = conclave_host::node::run_node(&cfg)?;
+    println!(
+        "operator {}: {} rounds: model {}; excluded {:?}",
+        s.operator,
+        s.rounds,
+        s.model_hashes.last().map(String::as_str).unwrap_or(""),
+        s.excluded
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run_job(&config),
+        Command::Node { config } => run_node(&config),
         Command::Serve { config } => {
             conclave_host::run::OperatorConfig::load(&config, std::env::vars())
                 .and_then(conclave_host::api::serve)

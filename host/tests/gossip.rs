@@ -1,0 +1,411 @@
+//! `conclave node`: operators in separate processes, each with its own sim enclave, train a
+//! tiny job over the libp2p operator network and agree on the model every round. A rogue peer
+//! (garbage, an oversized message, an update signed by an unattested key, an equivocation, a
+//! replay of an earlier round) is rejected or ignored with logged reasons, and the honest
+//! operators still agree.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use conclave_attestation::{
+    BindingContext, EnclaveKey, Envelope, JobId, Nonce, SimAttester, SimConfig,
+};
+use conclave_host::net::build_swarm;
+use conclave_protocol::channel::Blob;
+use conclave_protocol::gossip::{Announce, Kind, Message, Update};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, identity};
+
+const JOB: &str = "7e57000000000000000000000000000000000000000000000000000000000001";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn enclave_program() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_conclave"))
+        .parent()
+        .unwrap()
+        .join("conclave-enclave");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p conclave-enclave)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.txt")).unwrap_or_default()
+    }
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default()
+    }
+    /// The model hash printed for each round.
+    fn hashes(&self) -> Vec<String> {
+        self.stdout()
+            .lines()
+            .filter(|l| l.starts_with("round "))
+            .filter_map(|l| l.split("model ").nth(1))
+            .filter_map(|s| s.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Writes the job and starts `honest` nodes of a job of `operators`; returns them and the
+/// first node's address.
+fn start_nodes(
+    d: &Path,
+    honest: u32,
+    operators: u32,
+    rounds: u64,
+    node_extra: &str,
+) -> (Vec<Node>, Multiaddr) {
+    std::fs::write(
+        d.join("job.toml"),
+        format!(
+            "seed = 3\nreplicas = {operators}\ndevice = \"cpu\"\nthreads = 1\n\
+             [model]\nlayers = 1\nheads = 2\nwidth = 32\ncontext = 32\n\
+             [data]\nvocab = 400\nshards = 4\nsteps_per_epoch = 4\n\
+             [train]\nsteps = 8\nbatch = 2\nwarmup = 1\neval_batches = 1\n\
+             [optimizer]\nkind = \"sparseloco\"\ninner_steps = 2\ntopk = 32\n"
+        ),
+    )
+    .unwrap();
+    let corpus = root().join(".data/moby-dick/package");
+    let ports: Vec<u16> = (0..honest).map(|_| free_port()).collect();
+    let addr = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
+    let mut nodes = Vec::new();
+    for i in 0..honest as usize {
+        let dir = d.join(format!("node-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bootstrap = if i == 0 {
+            String::new()
+        } else {
+            format!("{:?}", addr(0))
+        };
+        std::fs::write(
+            dir.join("node.toml"),
+            format!(
+                "[job]\nconfig = \"../job.toml\"\noperators = {operators}\nrounds = {rounds}\n\
+                 id = \"{JOB}\"\n\
+                 [enclave]\nkind = \"sim\"\nprogram = {:?}\ncorpus = {:?}\ncache = {:?}\nthreads = 1\n\
+                 [storage]\ndir = {:?}\n\
+                 [node]\nindex = {i}\nlisten = {:?}\nbootstrap = [{bootstrap}]\n{node_extra}",
+                enclave_program(),
+                corpus,
+                d.join("cache"),
+                dir.join("store"),
+                addr(i),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+            .args(["node", "--config"])
+            .arg(dir.join("node.toml"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+            .spawn()
+            .unwrap();
+        nodes.push(Node { child, dir });
+    }
+    (nodes, addr(0).parse().unwrap())
+}
+
+/// Waits for every node to exit successfully (within `limit`).
+fn wait_all(nodes: &mut [Node], limit: Duration) {
+    let start = Instant::now();
+    for i in 0..nodes.len() {
+        loop {
+            if let Some(st) = nodes[i].child.try_wait().unwrap() {
+                if !st.success() {
+                    let logs: Vec<String> = nodes
+                        .iter()
+                        .map(|n| format!("{}\n{}", n.stdout(), n.stderr()))
+                        .collect();
+                    panic!("node {i} failed: {st}\n{}", logs.join("\n---\n"));
+                }
+                break;
+            }
+            if start.elapsed() > limit {
+                let logs: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("{}\n{}", n.stdout(), n.stderr()))
+                    .collect();
+                panic!(
+                    "the nodes did not finish in {limit:?}:\n{}",
+                    logs.join("\n---\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn assert_agreement(nodes: &[Node], rounds: usize) -> Vec<String> {
+    let first = nodes[0].hashes();
+    assert_eq!(first.len(), rounds, "{}", nodes[0].stdout());
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n.hashes(), first, "node {i} disagrees:\n{}", n.stderr());
+    }
+    // Each round moved the model.
+    for w in first.windows(2) {
+        assert_ne!(w[0], w[1]);
+    }
+    first
+}
+
+#[test]
+fn four_nodes_agree_on_the_model_every_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let t = Instant::now();
+    let (mut nodes, _) = start_nodes(d, 4, 4, 3, "");
+    wait_all(&mut nodes, Duration::from_secs(240));
+    let hashes = assert_agreement(&nodes, 3);
+    eprintln!("4 nodes, 3 rounds in {:.1} s", t.elapsed().as_secs_f64());
+    for (i, n) in nodes.iter().enumerate() {
+        let store = n.dir.join("store");
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["model_hashes"], serde_json::json!(hashes));
+        assert_eq!(s["sets"][2], serde_json::json!([0, 1, 2, 3]));
+        // The stored receipt names the printed model; all four updates were stored.
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(store.join(format!("rounds/000002/receipt-{i}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["model_hash_after"], hashes[2].as_str());
+        for o in 0..4 {
+            assert!(store.join(format!("rounds/000001/update-{o}.env")).exists());
+            assert!(store.join(format!("evidence-{o}.bin")).exists());
+        }
+        assert!(!n.stderr().contains("rejected"), "{}", n.stderr());
+    }
+}
+
+/// A rogue operator: announces valid sim evidence as operator 4, then misbehaves.
+fn rogue(bootstrap: Multiaddr, stop: Arc<AtomicBool>) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut done = Vec::new();
+        let keypair = identity::Keypair::generate_ed25519();
+        let me = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair, JOB).unwrap();
+        swarm
+            .listen_on(format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap())
+            .unwrap();
+        let topic = |k: Kind| IdentTopic::new(k.topic(JOB));
+        let job = JobId::from_hex(JOB).unwrap();
+        let domain = format!("conclave/v1/job/{JOB}");
+        let att = SimAttester::new(SimConfig::default()).unwrap();
+        let identity_of = |seed: u8| {
+            let key = EnclaveKey::generate();
+            let nonce = hex::encode([seed; 32]);
+            let ctx = BindingContext {
+                job_id: job,
+                nonce: Nonce::from_hex(&nonce).unwrap(),
+            };
+            let ev = att.evidence(&key.report_data(&ctx));
+            (key, ev, nonce)
+        };
+        let (key, ev, nonce) = identity_of(4);
+        let (stranger, stranger_ev, _) = identity_of(5);
+        // Updates from the model the honest nodes train (its hash taken from their updates), so
+        // that only the equivocation check keeps the rogue's out.
+        let update = |k: &EnclaveKey,
+                      e: &conclave_attestation::Evidence,
+                      base: &[u8],
+                      round: u64,
+                      body: &[u8]| {
+            let mut p = b"CNVUPR01".to_vec();
+            p.extend_from_slice(&round.to_le_bytes());
+            p.extend_from_slice(base);
+            p.extend_from_slice(body);
+            let env = k.seal(&domain, "update", p, e.hash()).unwrap();
+            Message::Update(Update {
+                round,
+                envelope: Blob(env.encode()),
+            })
+            .encode()
+            .unwrap()
+        };
+        let mut listen: Vec<String> = Vec::new();
+        let mut captured: Option<Vec<u8>> = None;
+        let mut round1_from = std::collections::BTreeSet::new();
+        let mut attacked = false;
+        let mut replayed = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        while !stop.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if swarm.connected_peers().next().is_none() {
+                        let _ = swarm.dial(bootstrap.clone());
+                    }
+                    if !listen.is_empty() && !attacked {
+                        let a = Message::Announce(Announce {
+                            job_id: JOB.into(),
+                            operator: 4,
+                            address: format!("0x{}", hex::encode(key.address().0)),
+                            evidence: Blob(ev.encode()),
+                            nonce: nonce.clone(),
+                            peer_id: me.to_string(),
+                            addrs: listen.clone(),
+                        });
+                        let _ = swarm.behaviour_mut().gossipsub.publish(topic(Kind::Announce), a.encode().unwrap());
+                    }
+                    let connected = swarm.connected_peers().count();
+                    if captured.is_some() && !attacked && connected >= 4 {
+                        attacked = true;
+                        let base = captured
+                            .as_ref()
+                            .and_then(|c| match Message::decode(c) {
+                                Ok(Message::Update(u)) => Envelope::decode(&u.envelope.0).ok(),
+                                _ => None,
+                            })
+                            .map(|e| e.payload[16..48].to_vec())
+                            .unwrap();
+                        let gs = &mut swarm.behaviour_mut().gossipsub;
+                        let mut pub_ = |k: Kind, b: Vec<u8>, what: &str| {
+                            match gs.publish(topic(k), b) {
+                                Ok(_) => done.push(what.to_string()),
+                                Err(e) => done.push(format!("{what} failed: {e}")),
+                            }
+                        };
+                        pub_(Kind::Update, b"\x00\x01 garbage, not gossip".to_vec(), "garbage");
+                        let mut big = b"CNVGS\x01\x03".to_vec();
+                        big.resize(4096, b' ');
+                        pub_(Kind::Heartbeat, big, "oversize");
+                        pub_(Kind::Update, update(&stranger, &stranger_ev, &base, 0, b"stranger"), "unattested");
+                        pub_(Kind::Update, update(&key, &ev, &base, 0, b"one"), "equivocation a");
+                        pub_(Kind::Update, update(&key, &ev, &base, 0, b"two"), "equivocation b");
+                    }
+                    if attacked
+                        && !replayed
+                        && round1_from.len() >= 4
+                        && let Some(c) = captured.clone()
+                    {
+                        replayed = true;
+                        match swarm.behaviour_mut().gossipsub.publish(topic(Kind::Update), c) {
+                            Ok(_) => done.push("replay".into()),
+                            Err(e) => done.push(format!("replay failed: {e}")),
+                        }
+                    }
+                }
+                ev = swarm.select_next_some() => match ev {
+                    SwarmEvent::NewListenAddr { address, .. } => listen.push(address.to_string()),
+                    SwarmEvent::Behaviour(conclave_host::net::BehaviourEvent::Gossipsub(
+                        gossipsub::Event::Message { propagation_source, message_id, message },
+                    )) => {
+                        if let Ok(Message::Update(u)) = Message::decode(&message.data) {
+                            if u.round == 0 && captured.is_none() && message.source != Some(me) {
+                                captured = Some(message.data.clone());
+                            }
+                            if u.round == 1 {
+                                round1_from.insert(message.source);
+                            }
+                        }
+                        swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                            &message_id, &propagation_source, MessageAcceptance::Accept);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        done
+    })
+}
+
+#[test]
+fn a_rogue_peer_is_rejected_and_the_honest_nodes_still_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Five operators: four honest nodes and the rogue (operator 4); a quorum of four.
+    let (mut nodes, boot) = start_nodes(d, 4, 5, 3, "quorum = 4\nround_timeout_s = 8\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let rogue = std::thread::spawn(move || rogue(boot, s2));
+    wait_all(&mut nodes, Duration::from_secs(240));
+    stop.store(true, Ordering::Relaxed);
+    let done = rogue.join().unwrap();
+    assert_eq!(
+        done,
+        [
+            "garbage",
+            "oversize",
+            "unattested",
+            "equivocation a",
+            "equivocation b",
+            "replay"
+        ],
+        "the rogue's attacks"
+    );
+    assert_agreement(&nodes, 3);
+    let mut replays = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        let err = n.stderr();
+        let has = |s: &str| err.lines().any(|l| l.contains(s));
+        assert!(
+            has("rejected update") && has("bad gossip magic"),
+            "node {i}: garbage\n{err}"
+        );
+        assert!(
+            has("rejected heartbeat") && has("exceeds the heartbeat limit"),
+            "node {i}: oversize\n{err}"
+        );
+        assert!(has("unattested signer"), "node {i}: unattested\n{err}");
+        assert!(has("peer score now -"), "node {i}: scoring\n{err}");
+        assert!(has("EQUIVOCATION: operator 4"), "node {i}\n{err}");
+        replays += usize::from(has("replay: operator"));
+        let store = n.dir.join("store");
+        assert!(
+            store
+                .join("equivocation/round-000000-operator-4-a.env")
+                .exists()
+        );
+        assert!(
+            store
+                .join("equivocation/round-000000-operator-4-b.env")
+                .exists()
+        );
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["excluded"], serde_json::json!([4]));
+        for r in 0..3 {
+            assert_eq!(s["sets"][r], serde_json::json!([0, 1, 2, 3]));
+        }
+    }
+    assert!(replays >= 1, "no node logged the replay");
+    eprintln!("node 0's log:\n{}", nodes[0].stderr());
+}
