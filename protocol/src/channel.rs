@@ -222,8 +222,12 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
         }
     }
     let len = parse_header(&head, max)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    // Grow with what actually arrives: a header's claim alone allocates at most 1 MiB.
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    r.take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len {
+        return Err(ChannelError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     parse_body(&body)
 }
 
