@@ -1,5 +1,5 @@
 //! What the enclave boundary costs: one SparseLoCo round (H = 10 inner steps of 8 × 128
-//! tokens on the 2.17 M-parameter GPT, TOPLOC proofs before and after) run by the trainer
+//! tokens on the 2.17 M-parameter GPT, TOPLOC proofs) run by the trainer
 //! called directly (`Trainer::prove_round`), against the same round through the channel: the
 //! host process asks a `conclave-enclave serve` process (sim attester) over its Unix socket to
 //! train and aggregate, and checks every signed answer against the enclave's evidence.
@@ -168,7 +168,7 @@ fn main() {
     let _ = child.wait();
     let (d, c) = (median(t_direct), median(t_channel));
     println!(
-        "one SparseLoCo round (10 x 8 x 128 tokens, 2.17 M params, proofs before and after), median of {rounds}:\n  \
+        "one SparseLoCo round (10 x 8 x 128 tokens, 2.17 M params, TOPLOC proofs), median of {rounds}:\n  \
          trainer called directly   {:8.1} ms\n  host + channel + enclave  {:8.1} ms\n  overhead                  {:+8.2} %  (same model hash every round)",
         d * 1e3,
         c * 1e3,
