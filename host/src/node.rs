@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use conclave_attestation::{JobId, Measurement, Policy};
+use conclave_attestation::{JobId, Measurement};
 use conclave_protocol::channel::{Blob, JobSpec, PeerEvidence, Request, Response};
 use conclave_protocol::gossip::{Announce, Heartbeat, Kind, Message, Update};
 use conclave_protocol::receipt::RoundReceipt;
@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use crate::enclave::{Channel, Launch, launch_sim};
 use crate::net::{JobView, Net, State, parse_update_payload};
 use crate::run::{
-    JobSection, Operator, PublishedSpec, StorageSection, apply_env, appraise_peer, check_signed,
-    now, write_atomic,
+    JobSection, Operator, PreparedJob, StorageSection, apply_env, appraise_peer, check_signed, now,
+    prepare_job, write_atomic,
 };
 
 /// A node's configuration.
@@ -201,66 +201,15 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     let me = cfg.node.index;
     let dir = cfg.storage.dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let config_text = std::fs::read_to_string(&jobcfg.config)
-        .with_context(|| format!("reading the job config {}", jobcfg.config.display()))?;
-    let Launch::Sim {
-        program,
-        corpus,
-        cache,
-        threads,
-    } = &cfg.enclave
-    else {
-        bail!(
-            "enclave.kind = \"qemu\" needs SEV-SNP or TDX hardware with KVM; this host runs sim enclaves"
-        );
-    };
-    let program = program
-        .clone()
-        .unwrap_or_else(crate::enclave::default_enclave_program);
-    let out = std::process::Command::new(&program)
-        .arg("spec")
-        .arg("--config")
-        .arg(&jobcfg.config)
-        .arg("--corpus")
-        .arg(corpus)
-        .arg("--cache")
-        .arg(cache)
-        .output()
-        .with_context(|| format!("running {} spec", program.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} spec failed: {}",
-            program.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let published: PublishedSpec =
-        serde_json::from_slice(&out.stdout).context("reading the published spec")?;
-    let job_hex = match &jobcfg.id {
-        Some(id) => id.to_ascii_lowercase(),
-        None => hex::encode(Sha256::digest(published.config_hash.as_bytes())),
-    };
-    let job = JobId::from_hex(&job_hex)?;
-    let mut policy = Policy {
-        allow_sim: jobcfg.allow_sim.unwrap_or(true),
-        ..Policy::default()
-    };
-    policy.measurements = if jobcfg.measurements.is_empty() {
-        vec![conclave_attestation::sim::default_sim_measurement()]
-    } else {
-        jobcfg
-            .measurements
-            .iter()
-            .map(|m| Measurement::from_hex(m))
-            .collect::<Result<_, _>>()?
-    };
-    let domain = format!("conclave/v1/job/{job_hex}");
-    let launch = Launch::Sim {
-        program: Some(program.clone()),
-        corpus: corpus.clone(),
-        cache: cache.clone(),
-        threads: *threads,
-    };
+    let PreparedJob {
+        config_text,
+        published,
+        job_hex,
+        job,
+        policy,
+        domain,
+        launch,
+    } = prepare_job(jobcfg, &cfg.enclave)?;
 
     // Our enclave: launch, hello, appraise, load the job.
     let socket = dir.join("enclave.sock");

@@ -320,19 +320,21 @@ pub enum Event {
     },
 }
 
-/// Runs the job of `cfg` on a local peer set of sim enclaves.
-pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
-    run_local_with(cfg, &mut |_| {})
+/// What both `conclave run` and `conclave node` derive from a job section before launching:
+/// the config text, the customer's published facts (`conclave-enclave spec`), the job id, the
+/// appraisal policy, the envelope domain and the sim launch with its program resolved.
+pub struct PreparedJob {
+    pub config_text: String,
+    pub published: PublishedSpec,
+    pub job_hex: String,
+    pub job: JobId,
+    pub policy: Policy,
+    pub domain: String,
+    pub launch: Launch,
 }
 
-/// [`run_local`], reporting progress to `events`.
-pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Result<RunSummary> {
-    let jobcfg = cfg
-        .job
-        .as_ref()
-        .context("the operator config has no [job] section")?;
-    let dir = cfg.storage.dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Prepares a job for sim enclaves (qemu needs SEV-SNP or TDX hardware with KVM).
+pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob> {
     let config_text = std::fs::read_to_string(&jobcfg.config)
         .with_context(|| format!("reading the job config {}", jobcfg.config.display()))?;
     let Launch::Sim {
@@ -340,7 +342,7 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
         corpus,
         cache,
         threads,
-    } = &cfg.enclave
+    } = enclave
     else {
         bail!(
             "enclave.kind = \"qemu\" needs SEV-SNP or TDX hardware with KVM; this host runs sim enclaves"
@@ -370,7 +372,7 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
     let published: PublishedSpec =
         serde_json::from_slice(&out.stdout).context("reading the published spec")?;
     let job_hex = match &jobcfg.id {
-        Some(id) => id.clone(),
+        Some(id) => id.to_ascii_lowercase(),
         None => hex::encode(Sha256::digest(published.config_hash.as_bytes())),
     };
     let job = JobId::from_hex(&job_hex)?;
@@ -394,6 +396,40 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
         cache: cache.clone(),
         threads: *threads,
     };
+
+    Ok(PreparedJob {
+        config_text,
+        published,
+        job_hex,
+        job,
+        policy,
+        domain,
+        launch,
+    })
+}
+
+/// Runs the job of `cfg` on a local peer set of sim enclaves.
+pub fn run_local(cfg: &OperatorConfig) -> Result<RunSummary> {
+    run_local_with(cfg, &mut |_| {})
+}
+
+/// [`run_local`], reporting progress to `events`.
+pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Result<RunSummary> {
+    let jobcfg = cfg
+        .job
+        .as_ref()
+        .context("the operator config has no [job] section")?;
+    let dir = cfg.storage.dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let PreparedJob {
+        config_text,
+        published,
+        job_hex,
+        job,
+        policy,
+        domain,
+        launch,
+    } = prepare_job(jobcfg, &cfg.enclave)?;
 
     // Launch, hello, appraise.
     let mut ops: Vec<Operator> = Vec::new();
