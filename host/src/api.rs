@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -428,6 +430,20 @@ async fn create_job(
     }
 }
 
+/// Path parameters whose rejection is a JSON [`ApiError`] like every other error.
+struct PathArgs<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathArgs<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(PathArgs(t)),
+            Err(e) => Err(error(e.status(), e.body_text())),
+        }
+    }
+}
+
 /// The 404 answer for an id that cannot name a job.
 fn bad_id(id: &str) -> Option<Response> {
     (id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
@@ -440,11 +456,7 @@ fn bad_id(id: &str) -> Option<Response> {
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "job id, 64 hex")),
     responses((status = 200, body = Job), (status = 404, body = ApiError)))]
-async fn get_job(State(s): State<Shared>, id: Result<Path<String>, PathRejection>) -> Response {
-    let id = match id {
-        Ok(Path(id)) => id,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
+async fn get_job(State(s): State<Shared>, PathArgs(id): PathArgs<String>) -> Response {
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -477,14 +489,7 @@ fn read_receipts(dir: &std::path::Path, round: u64) -> Vec<SignedReceipt> {
 
 #[utoipa::path(get, path = "/v1/jobs/{id}/receipts", params(("id" = String, Path, description = "job id, 64 hex")),
     responses((status = 200, body = [SignedReceipt]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn list_receipts(
-    State(s): State<Shared>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match id {
-        Ok(Path(id)) => id,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
+async fn list_receipts(State(s): State<Shared>, PathArgs(id): PathArgs<String>) -> Response {
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -506,12 +511,8 @@ async fn list_receipts(
     responses((status = 200, body = [SignedReceipt]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn get_receipts(
     State(s): State<Shared>,
-    p: Result<Path<(String, u64)>, PathRejection>,
+    PathArgs((id, round)): PathArgs<(String, u64)>,
 ) -> Response {
-    let (id, round) = match p {
-        Ok(Path(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -531,14 +532,7 @@ async fn get_receipts(
 #[utoipa::path(get, path = "/v1/jobs/{id}/checkpoint", params(("id" = String, Path, description = "job id, 64 hex")),
     responses((status = 200, description = "the final weights (safetensors); X-Model-Hash names them, X-Manifest-Envelope carries the signed manifest (base64)", content_type = "application/octet-stream"),
         (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn get_checkpoint(
-    State(s): State<Shared>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match id {
-        Ok(Path(id)) => id,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
+async fn get_checkpoint(State(s): State<Shared>, PathArgs(id): PathArgs<String>) -> Response {
     if let Some(r) = bad_id(&id) {
         return r;
     }
@@ -586,12 +580,8 @@ async fn list_operators(State(s): State<Shared>) -> Json<Vec<OperatorStatus>> {
     responses((status = 200, body = EvidenceDoc), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn get_evidence(
     State(s): State<Shared>,
-    p: Result<Path<(String, u32)>, PathRejection>,
+    PathArgs((id, operator)): PathArgs<(String, u32)>,
 ) -> Response {
-    let (id, operator) = match p {
-        Ok(Path(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     if let Some(r) = bad_id(&id) {
         return r;
     }
