@@ -632,24 +632,6 @@ impl Trainer {
         })
     }
 
-    /// TOPLOC proofs of the shared model's bf16 activations on `probe`.
-    pub fn prove_probe(&mut self, probe: &Probe) -> Result<Vec<String>> {
-        if !self.shards.contains_key(&probe.shard) {
-            let s = self.dataset.shard(probe.shard)?;
-            self.shards.insert(probe.shard, s);
-        }
-        let starts: Vec<usize> = probe.starts.iter().map(|&s| s as usize).collect();
-        let (bits, rows, hidden) = prove::activations(
-            &self.model,
-            &self.shards[&probe.shard],
-            &starts,
-            probe.tokens as usize,
-            self.device,
-            prove::Precision::Bf16,
-        )?;
-        prove::prove(&bits, rows, hidden)
-    }
-
     /// The canonical safetensors bytes of the shared model.
     pub fn weights(&self) -> Result<Vec<u8>> {
         checkpoint::weights_bytes(&self.params)
