@@ -12,7 +12,7 @@
 use sha3::{Digest, Keccak256};
 
 use crate::envelope::{EnclaveKey, EnvelopeError, address_of, recover_digest_signer};
-use crate::types::EnclaveAddress;
+use crate::types::{EnclaveAddress, Measurement, Tee};
 
 pub const DOMAIN_NAME: &str = "ConclaveTraining";
 pub const DOMAIN_VERSION: &str = "1";
@@ -135,6 +135,18 @@ impl EnclaveKey {
     }
 }
 
+/// The `bytes32` a measurement is listed and registered as on chain (the contract's
+/// convention): `keccak256("conclave/v1/measurement/snp" ‖ MEASUREMENT)` for SEV-SNP (and
+/// for sim evidence, which has the SEV-SNP format), `keccak256("conclave/v1/measurement/tdx" ‖
+/// MRTD)` for TDX.
+pub fn chain_measurement(tee: Tee, m: &Measurement) -> [u8; 32] {
+    let tag: &[u8] = match tee {
+        Tee::Snp | Tee::Sim => b"conclave/v1/measurement/snp",
+        Tee::Tdx => b"conclave/v1/measurement/tdx",
+    };
+    keccak(&[tag, &m.0])
+}
+
 /// The address that signed `digest`.
 pub fn recover(digest: &[u8; 32], signature: &[u8; 65]) -> Result<EnclaveAddress, EnvelopeError> {
     recover_digest_signer(digest, signature).map(|k| address_of(&k))
@@ -188,5 +200,15 @@ mod tests {
         let r = key.sign_registration(&d, &job, &[5; 20], &[6; 32], &[7; 32]);
         let rd = d.registration_digest(&job, &[5; 20], &[6; 32], &[7; 32]);
         assert_eq!(recover(&rd, &r).unwrap(), key.address());
+    }
+
+    #[test]
+    fn chain_measurements_are_tagged_by_tee() {
+        let m = Measurement([0xab; 48]);
+        let snp = chain_measurement(Tee::Snp, &m);
+        assert_eq!(snp, keccak(&[b"conclave/v1/measurement/snp", &[0xab; 48]]));
+        assert_eq!(chain_measurement(Tee::Sim, &m), snp);
+        assert_ne!(chain_measurement(Tee::Tdx, &m), snp);
+        assert_ne!(chain_measurement(Tee::Snp, &Measurement([0xac; 48])), snp);
     }
 }

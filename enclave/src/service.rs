@@ -23,6 +23,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use conclave_attestation::eip712::{Domain, chain_measurement, job_word};
 use conclave_attestation::{
     AcceptedEvidence, Attester, BindingContext, EnclaveAddress, EnclaveKey, Endorsements, Envelope,
     Evidence, JobId, Nonce, Policy, UnixTime, appraise,
@@ -85,6 +86,13 @@ pub fn parse_update_payload(p: &[u8]) -> Result<(u64, [u8; 32], &[u8])> {
     Ok((u64::from_le_bytes(r), h, &p[48..]))
 }
 
+fn address20(what: &str, text: &str) -> Result<[u8; 20], Refusal> {
+    let b = conclave_attestation::types::decode_hex(text)
+        .map_err(|e| refuse("bad_request", format!("{what}: {e}")))?;
+    b.try_into()
+        .map_err(|_| refuse("bad_request", format!("{what}: not 20 bytes")))
+}
+
 /// A named refusal: the code tells the host what kind of input was wrong.
 #[derive(Debug)]
 pub struct Refusal {
@@ -126,6 +134,11 @@ struct Job {
     policy: Policy,
     trainer: Trainer,
     pending: Option<Pending>,
+    /// The rounds closed and the SHA-256 of the receipt payload that closed the last of them
+    /// (none after a checkpoint load, until a round closes).
+    last_receipt: Option<(u64, [u8; 32])>,
+    /// Chain checkpoint statements signed, by on-chain round: (model hash, receipt hash).
+    committed: BTreeMap<u64, ([u8; 32], [u8; 32])>,
 }
 
 /// Where the corpus and cache live inside the enclave, and where scratch output goes. The job
@@ -193,6 +206,18 @@ impl Enclave {
                 peers,
             } => self.aggregate(round, updates, peers),
             Request::Checkpoint => self.checkpoint(),
+            Request::ChainRegistration {
+                chain_id,
+                contract,
+                job,
+                operator,
+            } => self.chain_registration(chain_id, &contract, job, &operator),
+            Request::ChainCheckpoint {
+                chain_id,
+                contract,
+                job,
+                round,
+            } => self.chain_checkpoint(chain_id, &contract, job, round),
             Request::Shutdown => Ok(Response::Bye),
         };
         r.unwrap_or_else(|e| Response::Error {
@@ -329,6 +354,8 @@ impl Enclave {
             policy,
             trainer,
             pending: None,
+            last_receipt: None,
+            committed: BTreeMap::new(),
         });
         Ok(resp)
     }
@@ -416,6 +443,7 @@ impl Enclave {
         job.trainer
             .load_weights(&weights.0, step)
             .or_refuse("bad_weights")?;
+        job.last_receipt = None;
         self.checkpoint()
     }
 
@@ -575,8 +603,130 @@ impl Enclave {
             proofs_after: Vec::new(),
             loss: pending.loss,
         };
+        let payload = receipt.to_json();
+        job.last_receipt = Some((round + 1, Sha256::digest(&payload).into()));
         let domain = job.domain.clone();
-        self.seal(&domain, "round-receipt", receipt.to_json())
+        self.seal(&domain, "round-receipt", payload)
+    }
+
+    /// The loaded job, checked to be on-chain job `job` (its id is the number as 32 bytes
+    /// big-endian), and the contract's EIP-712 domain.
+    fn chain_job(
+        &self,
+        chain_id: u64,
+        contract: &str,
+        job: u64,
+    ) -> Result<(&Job, Domain), Refusal> {
+        let j = self
+            .job
+            .as_ref()
+            .ok_or_else(|| refuse("no_job", "load a job first"))?;
+        if j.id.0 != job_word(job) {
+            return Err(refuse(
+                "wrong_job",
+                format!(
+                    "this enclave serves job {}, not on-chain job {job}",
+                    j.spec.job_id
+                ),
+            ));
+        }
+        let contract = address20("contract", contract)?;
+        Ok((j, Domain { chain_id, contract }))
+    }
+
+    fn chain_registration(
+        &mut self,
+        chain_id: u64,
+        contract: &str,
+        job: u64,
+        operator: &str,
+    ) -> Result<Response, Refusal> {
+        let now = (self.clock)();
+        let operator = address20("operator", operator)?;
+        let (j, domain) = self.chain_job(chain_id, contract, job)?;
+        let (evidence, _) = self
+            .evidence
+            .as_ref()
+            .ok_or_else(|| refuse("no_evidence", "say hello first"))?;
+        // Consent only to what the enclave's own evidence states, and only when it passes the
+        // job's policy (the measurement must be one the customer allows).
+        let a = appraise(evidence, &Endorsements::default(), &j.policy, now)
+            .or_refuse("bad_evidence")?;
+        let acc = a.accepted().ok_or_else(|| {
+            refuse(
+                "evidence_rejected",
+                a.reasons
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let measurement = chain_measurement(acc.tee(), &acc.measurement());
+        let evidence_hash = acc.evidence_hash().0;
+        let sig = self.key.sign_registration(
+            &domain,
+            &job_word(job),
+            &operator,
+            &evidence_hash,
+            &measurement,
+        );
+        Ok(Response::Registration {
+            evidence_hash: hex::encode(evidence_hash),
+            measurement: hex::encode(measurement),
+            signature: hex::encode(sig),
+        })
+    }
+
+    fn chain_checkpoint(
+        &mut self,
+        chain_id: u64,
+        contract: &str,
+        job: u64,
+        round: u64,
+    ) -> Result<Response, Refusal> {
+        let (j, domain) = self.chain_job(chain_id, contract, job)?;
+        if j.pending.is_some() {
+            return Err(refuse("round_open", "close the open round first"));
+        }
+        let Some((closed, receipt_hash)) = j.last_receipt else {
+            return Err(refuse(
+                "no_receipt",
+                "no round has closed since the job or checkpoint was loaded",
+            ));
+        };
+        if round != closed {
+            return Err(refuse(
+                "wrong_round",
+                format!("the model is after round {closed}, not {round}"),
+            ));
+        }
+        let mut model_hash = [0u8; 32];
+        hex::decode_to_slice(
+            j.trainer.model_hash().or_refuse("internal")?,
+            &mut model_hash,
+        )
+        .or_refuse("internal")?;
+        if let Some(prev) = j.committed.get(&round)
+            && *prev != (model_hash, receipt_hash)
+        {
+            return Err(refuse(
+                "equivocation",
+                format!("round {round} was committed with another model or receipt"),
+            ));
+        }
+        let sig =
+            self.key
+                .sign_checkpoint(&domain, &job_word(job), round, &model_hash, &receipt_hash);
+        if let Some(j) = self.job.as_mut() {
+            j.committed.insert(round, (model_hash, receipt_hash));
+        }
+        Ok(Response::Commitment {
+            round,
+            model_hash: hex::encode(model_hash),
+            receipt_hash: hex::encode(receipt_hash),
+            signature: hex::encode(sig),
+        })
     }
 
     fn checkpoint(&mut self) -> Result<Response, Refusal> {

@@ -435,6 +435,42 @@ impl Chain {
     pub async fn balance(&self, who: Address) -> Result<U256> {
         Ok(self.provider.get_balance(who).await?)
     }
+
+    /// Whether the job's payment is settled (completed and the commit grace over, or expired).
+    pub async fn is_settled(&self, job: u64) -> Result<bool> {
+        self.contract
+            .isSettled(U256::from(job))
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("isSettled", &e).into())
+    }
+
+    /// The operator account that registered `key` for the job (zero: none).
+    pub async fn operator_of_key(&self, job: u64, key: Address) -> Result<Address> {
+        self.contract
+            .operatorOfKey(U256::from(job), key)
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("operatorOfKey", &e).into())
+    }
+
+    /// The chain's latest block timestamp.
+    pub async fn now(&self) -> Result<u64> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await?
+            .context("no latest block")?;
+        Ok(block.header.timestamp)
+    }
+}
+
+/// The contract's error of a failed call, when it reverted.
+pub fn revert_of(e: &anyhow::Error) -> Option<&ContractError> {
+    match e.downcast_ref::<ChainError>() {
+        Some(ChainError::Reverted { error, .. }) => Some(error),
+        _ => None,
+    }
 }
 
 /// A failed transaction, with the contract's error decoded when it reverted.

@@ -7,7 +7,9 @@
 //! command line (`run`, `node`, `verify`, `sim-evidence`, `image measure`, `chain`).
 
 pub mod api;
+pub mod audit;
 pub mod chain;
+pub mod demo;
 pub mod enclave;
 pub mod net;
 pub mod node;

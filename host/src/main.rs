@@ -61,11 +61,156 @@ enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// The whole system on this machine: a local chain with the contract, a customer's job,
+    /// operators (each a `conclave node` with a sim enclave) that join on chain, train,
+    /// gossip signed updates, commit signed checkpoints and get paid; then the summary and
+    /// `conclave audit` of the result. Ctrl-C stops every process it started.
+    Demo(DemoArgs),
+    /// Audit a job: every checkpoint committed on chain against the files of an operator's
+    /// folder (hashes, signed manifests, registered enclave keys, evidence under the policy,
+    /// the receipts' chain), and replay sampled rounds with `conclave-enclave replay`.
+    /// Exit 0 all good, 1 something failed (named), 2 unusable input.
+    Audit(AuditArgs),
     /// The chain: a local dev node with the ConclaveTraining contract deployed.
     Chain {
         #[command(subcommand)]
         command: chain_cmd::ChainCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Output folder (node folders, logs, policy, demo.json); earlier node folders in it go.
+    #[arg(long, default_value = "runs/demo")]
+    out: std::path::PathBuf,
+    /// The training config the customer publishes.
+    #[arg(long, default_value = "configs/demo/job.toml")]
+    job: std::path::PathBuf,
+    /// Operators (the config's `replicas` must equal it).
+    #[arg(long, default_value_t = 3)]
+    operators: u32,
+    #[arg(long, default_value_t = 6)]
+    rounds: u64,
+    /// A checkpoint is committed on chain every this many rounds.
+    #[arg(long, default_value_t = 2)]
+    checkpoint_every: u64,
+    #[arg(long, default_value = ".data/moby-dick/package")]
+    corpus: std::path::PathBuf,
+    #[arg(long, default_value = ".data/cache")]
+    cache: std::path::PathBuf,
+    /// Rounds the audit re-executes at the end.
+    #[arg(long, default_value_t = 1)]
+    replay: usize,
+    /// Seconds the whole job may take.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// Print lines instead of progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The chain's JSON-RPC URL.
+    #[arg(long)]
+    rpc: String,
+    /// The ConclaveTraining contract.
+    #[arg(long)]
+    contract: String,
+    /// The job's number on chain.
+    #[arg(long)]
+    job: u64,
+    /// An operator's storage folder (`conclave node` writes its checkpoints, receipts and
+    /// the operators' evidence there).
+    #[arg(long)]
+    checkpoints: std::path::PathBuf,
+    /// The appraisal policy (TOML); default: hardware evidence only, no sim.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
+    /// Rounds to re-execute (sampled from the job id).
+    #[arg(long, default_value_t = 0)]
+    replay: usize,
+    /// Where the job's tokenized dataset lies (probes' shards are found by hash).
+    #[arg(long, default_value = ".data/cache")]
+    data: std::path::PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let opts = conclave_host::demo::DemoOptions {
+        out: a.out,
+        job_config: a.job,
+        operators: a.operators,
+        rounds: a.rounds,
+        checkpoint_interval: a.checkpoint_every,
+        corpus: a.corpus,
+        cache: a.cache,
+        replay: a.replay,
+        conclave: std::env::current_exe()?,
+        enclave: None,
+        progress: !a.no_progress && std::io::stderr().is_terminal(),
+        timeout_s: a.timeout,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let anvil = conclave_host::chain::Anvil::start(0).await?;
+        let result = tokio::select! {
+            r = conclave_host::demo::run_demo(&opts, &anvil) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: every process the demo started is stopped")),
+        };
+        anvil.stop().await.ok();
+        let (_, report) = result?;
+        Ok(if report.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    })
+}
+
+fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let policy = match &a.policy {
+        Some(p) => Some(
+            conclave_attestation::Policy::from_toml(
+                &std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the policy {}", p.display()))?,
+            )
+            .with_context(|| format!("in {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let input = conclave_host::audit::AuditInput {
+        rpc: a.rpc,
+        contract: a
+            .contract
+            .parse()
+            .with_context(|| format!("--contract {:?}", a.contract))?,
+        job: a.job,
+        dir: a.checkpoints,
+        policy,
+        replay: a.replay,
+        data: a.data,
+        enclave_program: conclave_host::enclave::default_enclave_program(),
+        now: conclave_host::run::now(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(conclave_host::audit::audit(&input))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", conclave_host::audit::render(&report));
+    }
+    Ok(if report.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -127,6 +272,8 @@ fn main() -> ExitCode {
         Command::SimEvidence(args) => verify::sim_evidence(args),
         Command::Image { command } => image::run(command),
         Command::Chain { command } => chain_cmd::run(command),
+        Command::Demo(a) => run_demo(a),
+        Command::Audit(a) => run_audit(a),
     };
     match result {
         Ok(code) => code,

@@ -30,6 +30,7 @@ use conclave_attestation::{
 };
 use conclave_protocol::channel::PeerEvidence;
 use conclave_protocol::gossip::{self, Kind, Message};
+use conclave_protocol::receipt::RoundReceipt;
 use futures::StreamExt;
 use libp2p::gossipsub::{
     self, IdentTopic, MessageAcceptance, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds,
@@ -103,6 +104,9 @@ pub struct State {
     pub banned: BTreeMap<u32, u64>,
     /// Per round, per operator: the model hash it reported.
     pub heartbeats: BTreeMap<u64, BTreeMap<u32, String>>,
+    /// Per round, per operator: its signed receipt (envelope) and the receipt payload, from
+    /// its heartbeat, verified against its announced evidence.
+    pub receipts: BTreeMap<u64, BTreeMap<u32, (Vec<u8>, Vec<u8>)>>,
     /// Announces accepted for the first time since the driver last looked.
     pub new_peers: Vec<u32>,
     /// Where equivocation evidence is written.
@@ -122,6 +126,7 @@ impl State {
             updates: BTreeMap::new(),
             banned: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
+            receipts: BTreeMap::new(),
             new_peers: Vec::new(),
             evidence_dir,
             rejected: 0,
@@ -377,11 +382,52 @@ impl State {
                 h.operator, h.round, self.round
             ));
         }
-        let slot = self.heartbeats.entry(h.round).or_default();
-        if slot.contains_key(&h.operator) {
+        if self
+            .heartbeats
+            .get(&h.round)
+            .is_some_and(|s| s.contains_key(&h.operator))
+        {
             return Verdict::Ignore("duplicate heartbeat".into());
         }
-        slot.insert(h.operator, h.model_hash);
+        if let Some(r) = &h.receipt {
+            let op = h.operator;
+            let env = match Envelope::decode(&r.0) {
+                Ok(e) => e,
+                Err(e) => return Verdict::Reject(format!("receipt of operator {op}: {e}")),
+            };
+            let signer = match env.verify_as(
+                &self.view.domain,
+                "round-receipt",
+                &peer.accepted,
+                &peer.ctx,
+            ) {
+                Ok(s) => s,
+                Err(e) => return Verdict::Reject(format!("receipt of operator {op}: {e}")),
+            };
+            if format!("0x{}", hex::encode(signer.0)) != peer.address {
+                return Verdict::Reject(format!(
+                    "receipt of operator {op} signed by another key than its announce names"
+                ));
+            }
+            match RoundReceipt::from_json(&env.payload) {
+                Ok(rc) if rc.round == h.round && rc.model_hash_after == h.model_hash => {}
+                Ok(_) => {
+                    return Verdict::Reject(format!(
+                        "receipt of operator {op} is not of round {} ending on {}",
+                        h.round, h.model_hash
+                    ));
+                }
+                Err(e) => return Verdict::Reject(format!("receipt of operator {op}: {e}")),
+            }
+            self.receipts
+                .entry(h.round)
+                .or_default()
+                .insert(op, (r.0.clone(), env.payload));
+        }
+        self.heartbeats
+            .entry(h.round)
+            .or_default()
+            .insert(h.operator, h.model_hash);
         Verdict::Accept
     }
 }
@@ -877,6 +923,7 @@ mod tests {
             operator: 2,
             round: 1,
             model_hash: "aa".repeat(32),
+            receipt: None,
         })
         .encode()
         .unwrap();

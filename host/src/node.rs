@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use alloy::primitives::{Address, B256};
+use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, bail};
+use conclave_attestation::eip712::job_word;
 use conclave_attestation::{JobId, Measurement};
 use conclave_protocol::channel::{Blob, JobSpec, PeerEvidence, Request, Response};
 use conclave_protocol::gossip::{Announce, Heartbeat, Kind, Message, Update};
@@ -27,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::chain::{Chain, ChainOptions, ContractError, Submitted, revert_of};
 use crate::enclave::{Channel, Launch, launch_sim};
 use crate::net::{JobView, Net, State, parse_update_payload};
 use crate::run::{
@@ -44,6 +48,45 @@ pub struct NodeConfig {
     #[serde(default)]
     pub storage: StorageSection,
     pub node: NodeSection,
+    /// The job on chain: join, register the enclave key, commit checkpoints, withdraw.
+    #[serde(default)]
+    pub chain: Option<ChainSection>,
+}
+
+/// The `[chain]` section: the on-chain job this node works for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSection {
+    /// JSON-RPC URL of the chain.
+    pub rpc: String,
+    /// The `ConclaveTraining` contract, `0x` + 40 hex digits.
+    pub contract: String,
+    /// The job's number on chain (`createJob`'s id). The network job id is this number as
+    /// 32 bytes big-endian (the contract's convention); `job.id`, when set, must equal it.
+    pub job: u64,
+    /// The environment variable holding the operator account's private key (hex).
+    #[serde(default = "default_key_env")]
+    pub key_env: String,
+    /// Blocks on top of a transaction's before it counts as landed.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Seconds to wait for the job to start (enough operators registered).
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_s: u64,
+    /// After the last round: seconds to wait for the job to settle and the stake to unbond,
+    /// then withdraw stake and payment. 0: request leave and exit (withdraw later).
+    #[serde(default)]
+    pub withdraw_wait_s: u64,
+}
+
+fn default_key_env() -> String {
+    "CONCLAVE_OPERATOR_KEY".into()
+}
+fn default_confirmations() -> u64 {
+    1
+}
+fn default_start_timeout() -> u64 {
+    300
 }
 
 fn default_launch() -> Launch {
@@ -143,6 +186,23 @@ impl NodeConfig {
         if n.round_timeout_s == 0 || n.announce_timeout_s == 0 {
             bail!("node.round_timeout_s and node.announce_timeout_s must be at least 1");
         }
+        if let Some(c) = &self.chain {
+            c.contract
+                .parse::<alloy::primitives::Address>()
+                .map_err(|e| anyhow::anyhow!("chain.contract: {:?}: {e}", c.contract))?;
+            if c.job == 0 {
+                bail!("chain.job must be at least 1 (on-chain job ids start at 1)");
+            }
+            let want = hex::encode(job_word(c.job));
+            if let Some(id) = &j.id
+                && id.trim_start_matches("0x").to_ascii_lowercase() != want
+            {
+                bail!(
+                    "job.id must be the on-chain job {} as 32 bytes ({want})",
+                    c.job
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -157,6 +217,17 @@ pub struct NodeSummary {
     /// Per round: the operators whose updates were aggregated.
     pub sets: Vec<Vec<u32>>,
     pub excluded: Vec<u32>,
+    /// Per round: the mean training loss the operators' receipts state (ours when we lack
+    /// a peer's).
+    pub losses: Vec<f64>,
+    /// Per round: bytes of our signed update (what we published).
+    pub update_bytes: Vec<u64>,
+    /// Optimizer steps per round (from our receipts).
+    pub steps_per_round: u64,
+    /// On-chain rounds whose checkpoint we committed, with whether ours fixed the round.
+    pub commits: Vec<(u64, bool)>,
+    /// Stake and payment withdrawn (wei), when the node waited for settlement.
+    pub withdrawn: Option<String>,
 }
 
 fn random_nonce() -> String {
@@ -197,7 +268,11 @@ pub fn run_node(cfg: &NodeConfig) -> Result<NodeSummary> {
 }
 
 async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
-    let jobcfg = &cfg.job;
+    let mut jobcfg = cfg.job.clone();
+    if let Some(c) = &cfg.chain {
+        jobcfg.id = Some(hex::encode(job_word(c.job)));
+    }
+    let jobcfg = &jobcfg;
     let me = cfg.node.index;
     let dir = cfg.storage.dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -261,6 +336,10 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     if v["model_hash"].as_str() != Some(published.initial_model_hash.as_str()) {
         bail!("the enclave starts from another model than the job's initial one");
     }
+    let onchain = match &cfg.chain {
+        Some(c) => Some(join_chain(c, jobcfg, &published, &mut own).await?),
+        None => None,
+    };
 
     // The network.
     let view = JobView {
@@ -341,6 +420,9 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     let mut model_hash = published.initial_model_hash.clone();
     let mut hashes = Vec::new();
     let mut sets = Vec::new();
+    let mut update_bytes = Vec::new();
+    let mut steps_per_round = 0;
+    let mut commits = Vec::new();
     let mut own_slot = Some(own);
     for round in 0..jobcfg.rounds {
         net.state.round = round;
@@ -349,6 +431,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         own_slot = Some(o);
         let own = own_slot.as_ref().context("the enclave channel is gone")?;
         check_signed(&update, &domain, "update", own)?;
+        update_bytes.push(update.len() as u64);
         let msg = Message::Update(Update {
             round,
             envelope: Blob(update.clone()),
@@ -443,6 +526,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
             write_atomic(&rdir.join(format!("update-{o}.env")), u)?;
         }
         model_hash = receipt.model_hash_after.clone();
+        steps_per_round = receipt.step_after - receipt.step_before;
         let members: Vec<u32> = set.keys().copied().collect();
         println!(
             "round {round}: model {model_hash} (operators {members:?}, loss {:.4})",
@@ -454,8 +538,30 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
             operator: me,
             round,
             model_hash: model_hash.clone(),
+            receipt: Some(Blob(receipt_env.clone())),
         });
         net.publish_own(&hb)?;
+
+        // A checkpoint round of the on-chain job: store the weights with the enclave's signed
+        // manifest, and commit the enclave's signed statement on chain.
+        if let Some(oc) = &onchain
+            && (round + 1) % oc.interval == 0
+        {
+            let (resp, o) = call_enclave(&mut net, &mut own_slot, Request::Checkpoint).await?;
+            own_slot = Some(o);
+            let own = own_slot.as_ref().context("the enclave channel is gone")?;
+            store_checkpoint(&dir, resp, &domain, own, &model_hash)?;
+            let accepted = commit_round(
+                &mut net,
+                &mut own_slot,
+                oc,
+                round + 1,
+                &model_hash,
+                &payload,
+            )
+            .await?;
+            commits.push((round + 1, accepted));
+        }
         // Peers' heartbeats of the previous round that disagree with ours.
         report_disagreement(&net.state, round.saturating_sub(1), &hashes);
     }
@@ -472,8 +578,37 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     })
     .await;
     report_disagreement(&net.state, last, &hashes);
+    // Every operator's receipts, as their heartbeats brought them (verified on arrival).
+    let mut losses = Vec::new();
+    for round in 0..jobcfg.rounds {
+        let rdir = dir.join("rounds").join(format!("{round:06}"));
+        let mut sum = 0.0;
+        let mut n = 0;
+        if let Some(got) = net.state.receipts.get(&round) {
+            for (o, (env, payload)) in got {
+                if *o != me {
+                    write_atomic(&rdir.join(format!("receipt-{o}.env")), env)?;
+                    write_atomic(&rdir.join(format!("receipt-{o}.json")), payload)?;
+                }
+            }
+        }
+        for entry in std::fs::read_dir(&rdir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("receipt-") && name.ends_with(".json") {
+                let r = RoundReceipt::from_json(&std::fs::read(entry.path())?)?;
+                sum += r.loss;
+                n += 1;
+            }
+        }
+        losses.push(if n > 0 { sum / n as f64 } else { f64::NAN });
+    }
     let mut own = own_slot.context("the enclave channel is gone")?;
     let _ = own.channel.call(&Request::Shutdown);
+    drop(own);
+    let withdrawn = match (&onchain, &cfg.chain) {
+        (Some(oc), Some(c)) => leave_chain(oc, c.withdraw_wait_s).await?,
+        _ => None,
+    };
     let summary = NodeSummary {
         job_id: job_hex,
         operator: me,
@@ -481,12 +616,315 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         model_hashes: hashes,
         sets,
         excluded: net.state.banned.keys().copied().collect(),
+        losses,
+        update_bytes,
+        steps_per_round,
+        commits,
+        withdrawn,
     };
     write_atomic(
         &dir.join("summary.json"),
         &serde_json::to_vec_pretty(&summary)?,
     )?;
     Ok(summary)
+}
+
+/// Any enclave request on a blocking thread while the swarm keeps running.
+async fn call_enclave(
+    net: &mut Net,
+    op: &mut Option<Operator>,
+    req: Request,
+) -> Result<(Response, Operator)> {
+    let mut o = op.take().context("the enclave channel is gone")?;
+    let h = tokio::task::spawn_blocking(move || {
+        let r = o.channel.call(&req);
+        (r, o)
+    });
+    let (r, o) = net
+        .pump_until(h)
+        .await
+        .map_err(|e| anyhow::anyhow!("an enclave call panicked: {e}"))?;
+    Ok((r?, o))
+}
+
+/// The on-chain job as a node works for it.
+pub struct OnChain {
+    pub chain: Chain,
+    pub job: u64,
+    pub interval: u64,
+}
+
+fn b256(what: &str, hex_text: &str) -> Result<B256> {
+    hex_text
+        .parse::<B256>()
+        .or_else(|_| format!("0x{hex_text}").parse::<B256>())
+        .with_context(|| format!("{what}: {hex_text:?} is not 32 bytes of hex"))
+}
+
+/// Joins the on-chain job (stake), registers the enclave key with the enclave's consent, and
+/// waits until the job runs (starting it once enough operators registered).
+async fn join_chain(
+    c: &ChainSection,
+    jobcfg: &JobSection,
+    published: &crate::run::PublishedSpec,
+    own: &mut Operator,
+) -> Result<OnChain> {
+    let key_hex = std::env::var(&c.key_env).with_context(|| {
+        format!(
+            "chain.key_env: ${} is not set (the operator account's private key, hex)",
+            c.key_env
+        )
+    })?;
+    let signer: PrivateKeySigner = key_hex
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("${}: not a private key: {e}", c.key_env))?;
+    let contract: Address = c.contract.parse()?;
+    let options = ChainOptions {
+        confirmations: c.confirmations,
+        ..ChainOptions::default()
+    };
+    let chain = Chain::connect(&c.rpc, &signer, contract, options).await?;
+    let id = c.job;
+    let job = chain.job(id).await?;
+    if job.customer == Address::ZERO {
+        bail!("there is no job {id} on contract {contract}");
+    }
+    // The terms on chain must be those of the job this node was configured with.
+    if job.specHash != b256("config hash", &published.config_hash)? {
+        bail!(
+            "job {id}'s spec hash on chain is {}, the configured job's config hash is {}",
+            job.specHash,
+            published.config_hash
+        );
+    }
+    if job.datasetRoot != b256("data root", &published.data_root)? {
+        bail!(
+            "job {id}'s dataset root on chain is {}, the corpus here gives {}",
+            job.datasetRoot,
+            published.data_root
+        );
+    }
+    if job.totalRounds != jobcfg.rounds {
+        bail!(
+            "job {id} has {} rounds on chain, job.rounds is {}",
+            job.totalRounds,
+            jobcfg.rounds
+        );
+    }
+    if job.minOperators > jobcfg.operators {
+        bail!(
+            "job {id} needs {} operators, job.operators is {}",
+            job.minOperators,
+            jobcfg.operators
+        );
+    }
+    let me = chain.operator(id, chain.account).await?;
+    let enclave: Address = own.address.parse().context("the enclave address")?;
+    if me.status == 0 {
+        chain.join(id).await.context("joining the job")?;
+        eprintln!(
+            "operator {}: joined job {id} as {}",
+            own.index, chain.account
+        );
+    }
+    if me.enclaveKey == Address::ZERO {
+        let resp = own.channel.call(&Request::ChainRegistration {
+            chain_id: chain.chain_id,
+            contract: contract.to_string(),
+            job: id,
+            operator: chain.account.to_string(),
+        })?;
+        let Response::Registration {
+            evidence_hash,
+            measurement,
+            signature,
+        } = resp
+        else {
+            bail!("the registration request answered with something else");
+        };
+        if evidence_hash != hex::encode(own.accepted.evidence_hash().0) {
+            bail!("the enclave consents for other evidence than it presented");
+        }
+        let sig: [u8; 65] = hex::decode(&signature)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the registration signature is not 65 bytes"))?;
+        chain
+            .register_enclave(
+                id,
+                enclave,
+                b256("evidence hash", &evidence_hash)?,
+                b256("measurement", &measurement)?,
+                &sig,
+            )
+            .await
+            .context("registering the enclave key")?;
+        eprintln!(
+            "operator {}: enclave key {enclave} registered on chain",
+            own.index
+        );
+    } else if me.enclaveKey != enclave {
+        bail!(
+            "{} registered enclave key {} for job {id}; this enclave's key is {enclave} (a \
+             restarted enclave has a new key, and the contract takes one key per operator)",
+            chain.account,
+            me.enclaveKey
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(c.start_timeout_s);
+    loop {
+        let job = chain.job(id).await?;
+        match job.status {
+            2 => break,
+            1 if job.activeOperators >= job.minOperators => {
+                match chain.start_job(id).await {
+                    Ok(()) => eprintln!("operator {}: started job {id}", own.index),
+                    // Another operator started it first.
+                    Err(e) if matches!(revert_of(&e), Some(ContractError::WrongJobStatus(_))) => {}
+                    Err(e) => return Err(e.context("starting the job")),
+                }
+            }
+            1 => {}
+            s => bail!("job {id} is no longer running (status {s})"),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "job {id} did not start within {} s ({} of {} operators registered)",
+                c.start_timeout_s,
+                job.activeOperators,
+                job.minOperators
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(OnChain {
+        chain,
+        job: id,
+        interval: job.checkpointInterval.max(1),
+    })
+}
+
+/// Checks a `Checkpoint` answer (weights hash = manifest = the round's model) and stores it
+/// as `checkpoints/step-NNNNNN.{safetensors,json,manifest.env}`.
+fn store_checkpoint(
+    dir: &Path,
+    resp: Response,
+    domain: &str,
+    own: &Operator,
+    model_hash: &str,
+) -> Result<()> {
+    let Response::Checkpoint { weights, manifest } = resp else {
+        bail!("checkpoint answered with something else");
+    };
+    let payload = check_signed(&manifest.0, domain, "checkpoint-manifest", own)?;
+    let m: serde_json::Value = serde_json::from_slice(&payload)?;
+    let wh = hex::encode(Sha256::digest(&weights.0));
+    if m["model_hash"].as_str() != Some(wh.as_str()) || wh != model_hash {
+        bail!("the checkpoint's weights hash {wh}, the manifest and round say otherwise");
+    }
+    let cdir = dir.join("checkpoints");
+    let stem = format!("step-{:06}", m["step"].as_u64().unwrap_or(0));
+    write_atomic(&cdir.join(format!("{stem}.safetensors")), &weights.0)?;
+    write_atomic(&cdir.join(format!("{stem}.json")), &payload)?;
+    write_atomic(&cdir.join(format!("{stem}.manifest.env")), &manifest.0)?;
+    Ok(())
+}
+
+/// Has the enclave sign the checkpoint statement of on-chain round `round` and submits it;
+/// returns whether ours fixed the round.
+async fn commit_round(
+    net: &mut Net,
+    own_slot: &mut Option<Operator>,
+    oc: &OnChain,
+    round: u64,
+    model_hash: &str,
+    receipt_payload: &[u8],
+) -> Result<bool> {
+    let req = Request::ChainCheckpoint {
+        chain_id: oc.chain.chain_id,
+        contract: oc.chain.address().to_string(),
+        job: oc.job,
+        round,
+    };
+    let (resp, o) = call_enclave(net, own_slot, req).await?;
+    *own_slot = Some(o);
+    let Response::Commitment {
+        round: r,
+        model_hash: mh,
+        receipt_hash,
+        signature,
+    } = resp
+    else {
+        bail!("the checkpoint statement request answered with something else");
+    };
+    if r != round || mh != model_hash {
+        bail!("the enclave's statement is of round {r}, model {mh}");
+    }
+    if receipt_hash != hex::encode(Sha256::digest(receipt_payload)) {
+        bail!("the enclave's statement names another receipt than the round's");
+    }
+    let sig: [u8; 65] = hex::decode(&signature)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the checkpoint signature is not 65 bytes"))?;
+    let submit = oc.chain.submit_checkpoint(
+        oc.job,
+        round,
+        b256("model hash", &mh)?,
+        b256("receipt hash", &receipt_hash)?,
+        &sig,
+    );
+    let accepted = match net.pump_until(submit).await? {
+        Submitted::Landed { accepted, .. } => accepted,
+        Submitted::Already => false,
+    };
+    println!(
+        "checkpoint {round}: committed on chain ({})",
+        if accepted {
+            "fixed the round"
+        } else {
+            "agrees"
+        }
+    );
+    Ok(accepted)
+}
+
+/// After the last round: requests leave and, when `wait_s` > 0, waits for the job to settle
+/// and the stake to unbond, then withdraws stake and payment. Returns the wei withdrawn.
+async fn leave_chain(oc: &OnChain, wait_s: u64) -> Result<Option<String>> {
+    let me = oc.chain.operator(oc.job, oc.chain.account).await?;
+    if me.status == 1 {
+        oc.chain
+            .request_leave(oc.job)
+            .await
+            .context("requesting leave")?;
+    }
+    if wait_s == 0 {
+        eprintln!(
+            "left job {}: stake and payment can be withdrawn once it settles and the stake unbonds",
+            oc.job
+        );
+        return Ok(None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait_s);
+    loop {
+        let op = oc.chain.operator(oc.job, oc.chain.account).await?;
+        let now = oc.chain.now().await?;
+        if oc.chain.is_settled(oc.job).await? && now >= op.unbondsAt {
+            let before = oc.chain.balance(oc.chain.account).await?;
+            let due = op.stake + oc.chain.payment_of(oc.job, oc.chain.account).await?;
+            oc.chain.withdraw(oc.job).await.context("withdrawing")?;
+            let after = oc.chain.balance(oc.chain.account).await?;
+            println!("withdrew {due} wei (stake and payment; balance {before} -> {after})");
+            return Ok(Some(due.to_string()));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "job {} did not settle (or the stake did not unbond) within {wait_s} s",
+                oc.job
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn report_disagreement(state: &State, round: u64, hashes: &[String]) {

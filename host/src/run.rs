@@ -217,6 +217,9 @@ pub struct PublishedSpec {
     pub config_hash: String,
     pub data_root: String,
     pub initial_model_hash: String,
+    /// Parameters of the model.
+    #[serde(default)]
+    pub params: u64,
 }
 
 /// One enclave as the host sees it.

@@ -128,6 +128,29 @@ pub enum Request {
     },
     /// The current weights and a signed `checkpoint-manifest`.
     Checkpoint,
+    /// The enclave's consent (EIP-712 `EnclaveRegistration`) that `operator` registers its key
+    /// for on-chain job `job` of the `ConclaveTraining` contract at `contract` on `chain_id`.
+    /// The enclave refuses unless the loaded job's id is `job` (32 bytes big-endian), and
+    /// signs the evidence hash and measurement of its own evidence, appraised under the job's
+    /// policy. Answered by [`Response::Registration`].
+    ChainRegistration {
+        chain_id: u64,
+        /// `0x` + 40 hex digits.
+        contract: String,
+        job: u64,
+        /// The operator account, `0x` + 40 hex digits.
+        operator: String,
+    },
+    /// The enclave's checkpoint statement (EIP-712 `Checkpoint`) for on-chain round `round`:
+    /// the model after `round` closed rounds and the hash of the receipt that closed the last
+    /// of them. The enclave refuses any other round than the one its model is at, so it never
+    /// signs two statements for one round. Answered by [`Response::Commitment`].
+    ChainCheckpoint {
+        chain_id: u64,
+        contract: String,
+        job: u64,
+        round: u64,
+    },
     /// Stop serving.
     Shutdown,
 }
@@ -152,6 +175,19 @@ pub enum Response {
     Checkpoint {
         weights: Blob,
         manifest: Blob,
+    },
+    /// A signed registration consent (all hex: 32-byte hashes, a 65-byte r ‖ s ‖ v signature).
+    Registration {
+        evidence_hash: String,
+        measurement: String,
+        signature: String,
+    },
+    /// A signed checkpoint statement.
+    Commitment {
+        round: u64,
+        model_hash: String,
+        receipt_hash: String,
+        signature: String,
     },
     Bye,
     /// The request was refused; the enclave keeps serving.

@@ -27,8 +27,8 @@ pub const HEADER_LEN: usize = 7;
 pub const MAX_ANNOUNCE: usize = 256 * 1024;
 /// Largest update message (a signed sparse update, base64 in JSON).
 pub const MAX_UPDATE: usize = 16 * 1024 * 1024;
-/// Largest heartbeat message.
-pub const MAX_HEARTBEAT: usize = 1024;
+/// Largest heartbeat message (its signed receipt dominates).
+pub const MAX_HEARTBEAT: usize = 64 * 1024;
 /// Largest gossip message of any kind (the transport limit is set from this).
 pub const MAX_MESSAGE: usize = MAX_UPDATE;
 
@@ -155,6 +155,10 @@ pub struct Heartbeat {
     pub round: u64,
     /// SHA-256 of the weights after the round, hex.
     pub model_hash: String,
+    /// The operator's signed `round-receipt` envelope of the round, so that every operator
+    /// keeps every receipt (an auditor finds the one a checkpoint on chain names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Blob>,
 }
 
 /// Any gossip message.
@@ -311,6 +315,9 @@ impl Message {
                         format!("{} is not below {MAX_OPERATORS}", h.operator),
                     ));
                 }
+                if h.receipt.as_ref().is_some_and(|r| r.0.is_empty()) {
+                    return Err(field("receipt", "empty"));
+                }
                 hex_field("model_hash", &h.model_hash, 32)
             }
         }
@@ -369,6 +376,13 @@ mod tests {
                 operator: 1,
                 round: 3,
                 model_hash: "ef".repeat(32),
+                receipt: None,
+            }),
+            Message::Heartbeat(Heartbeat {
+                operator: 1,
+                round: 3,
+                model_hash: "ef".repeat(32),
+                receipt: Some(Blob(vec![7; 3000])),
             }),
         ] {
             let b = m.encode().unwrap();

@@ -1,0 +1,567 @@
+//! `conclave demo`: the whole system on one machine.
+//!
+//! A local anvil with the contract deployed; a customer account creates a job (escrow, the
+//! corpus's dataset root, the sim measurement, the training config's hash, N operators, R
+//! rounds, a checkpoint every K); N `conclave node` processes (each with its own sim enclave)
+//! join on chain, register their enclave keys, start the job, train on their shards, gossip
+//! signed updates over loopback libp2p, aggregate, and commit signed checkpoints on chain;
+//! once the job completes they leave, the demo moves the dev chain's clock past the commit
+//! grace and the unbonding delay, and they withdraw stake and payment. Then the summary, and
+//! `conclave audit` on the result.
+//!
+//! Every process it starts is in a process group of its own and is stopped (with its
+//! enclave) when the demo ends, fails or gets Ctrl-C. Logs go to `<out>/logs/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, Result, bail};
+use conclave_attestation::eip712::chain_measurement;
+use conclave_attestation::{Policy, Tee};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::audit::{AuditInput, AuditReport, audit};
+use crate::chain::{Anvil, Chain, ChainOptions, DeployParams, JobSpec};
+use crate::enclave::Launch;
+use crate::run::{JobSection, PreparedJob, prepare_job, write_atomic};
+
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+/// What the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Everything goes here: node folders, logs, the policy, `demo.json`.
+    pub out: PathBuf,
+    /// The training config the customer publishes.
+    pub job_config: PathBuf,
+    pub operators: u32,
+    pub rounds: u64,
+    pub checkpoint_interval: u64,
+    pub corpus: PathBuf,
+    pub cache: PathBuf,
+    /// Rounds `conclave audit` re-executes at the end.
+    pub replay: usize,
+    /// The `conclave` program for the nodes (default: this executable).
+    pub conclave: PathBuf,
+    /// The `conclave-enclave` program (default: beside `conclave`).
+    pub enclave: Option<PathBuf>,
+    /// Draw progress bars (a terminal); otherwise print lines.
+    pub progress: bool,
+    /// Seconds a node may take for the whole job before the demo gives up.
+    pub timeout_s: u64,
+}
+
+/// What the demo produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoOutcome {
+    pub rpc: String,
+    pub contract: String,
+    pub chain_id: u64,
+    pub job: u64,
+    pub operators: u32,
+    pub rounds: u64,
+    pub params: u64,
+    pub losses: Vec<f64>,
+    /// Per operator: bytes of signed updates it published.
+    pub update_bytes: Vec<u64>,
+    /// What a ring all-reduce of f32 gradients would have sent per operator over the job.
+    pub dense_bytes: u64,
+    pub checkpoints_on_chain: u64,
+    pub final_model: String,
+    pub paid_out_wei: String,
+    pub node_dirs: Vec<PathBuf>,
+    pub policy: PathBuf,
+    pub seconds: f64,
+}
+
+/// Kills the nodes' process groups (node and enclave) when dropped.
+struct Nodes {
+    children: Vec<Child>,
+}
+
+impl Nodes {
+    fn kill_all(&mut self) {
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                // The node was started as the leader of its own process group; its enclave
+                // is in it too.
+                let pgid = c.id() as i32;
+                // SAFETY: kill(2) with a negative pid signals a process group; no memory is
+                // touched.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(-(c.id() as i32), libc::SIGKILL);
+                }
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+enum NodeEvent {
+    Line(u32, String),
+    Exited(u32),
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn abs(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+/// The policy the customer appraises with: sim evidence of the sim measurement.
+pub fn demo_policy() -> Policy {
+    Policy {
+        allow_sim: true,
+        measurements: vec![conclave_attestation::sim::default_sim_measurement()],
+        ..Policy::default()
+    }
+}
+
+/// Runs the demo against a running anvil (the CLI starts one; tests keep theirs for more
+/// audits afterwards).
+pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome, AuditReport)> {
+    let t0 = Instant::now();
+    let out = abs(&opts.out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // A fresh run: the node folders and logs of an earlier one go.
+    for e in std::fs::read_dir(&out)?.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with("node-") || n == "logs" {
+            let p = e.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+    }
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let say = |s: &str| eprintln!("demo: {s}");
+
+    // The customer's published facts.
+    let jobsec = JobSection {
+        config: abs(&opts.job_config)?,
+        operators: opts.operators,
+        rounds: opts.rounds,
+        id: None,
+        measurements: Vec::new(),
+        allow_sim: Some(true),
+        request_timeout_s: 600,
+    };
+    let launch = Launch::Sim {
+        program: opts.enclave.clone(),
+        corpus: abs(&opts.corpus)?,
+        cache: abs(&opts.cache)?,
+        threads: 1,
+    };
+    let PreparedJob { published, .. } = prepare_job(&jobsec, &launch)?;
+    say(&format!(
+        "job config {} (hash {}), dataset root {}, {} parameters",
+        jobsec.config.display(),
+        &published.config_hash[..16],
+        &published.data_root[..16],
+        published.params
+    ));
+
+    // The chain: contract, customer, operators' accounts.
+    let url = anvil.url();
+    let customer_key = PrivateKeySigner::random();
+    anvil
+        .fund(customer_key.address(), U256::from(1000 * ETH))
+        .await?;
+    let params = DeployParams {
+        unbonding_delay: 3600,
+        commit_grace: 3600,
+        reporter_reward_bps: 1000,
+    };
+    let customer = Chain::deploy(&url, &customer_key, params, ChainOptions::default()).await?;
+    let parse32 = |what: &str, h: &str| -> Result<B256> {
+        format!("0x{h}")
+            .parse::<B256>()
+            .with_context(|| format!("{what} {h}"))
+    };
+    let sim_m = chain_measurement(
+        Tee::Sim,
+        &conclave_attestation::sim::default_sim_measurement(),
+    );
+    let now = anvil.now().await?;
+    let escrow = U256::from(opts.operators as u128 * ETH);
+    let job = customer
+        .create_job(&JobSpec {
+            token: None,
+            escrow,
+            stake: U256::from(ETH),
+            spec_hash: parse32("config hash", &published.config_hash)?,
+            dataset_root: parse32("data root", &published.data_root)?,
+            measurements: vec![B256::from(sim_m)],
+            min_operators: opts.operators,
+            total_rounds: opts.rounds,
+            checkpoint_interval: opts.checkpoint_interval,
+            deadline: now + 6 * 3600,
+        })
+        .await?;
+    say(&format!(
+        "anvil {url}: contract {} deployed; customer {} created job {job} ({} ETH escrow, \
+         {} operators, {} rounds, a checkpoint every {})",
+        customer.address(),
+        customer.account,
+        opts.operators,
+        opts.operators,
+        opts.rounds,
+        opts.checkpoint_interval
+    ));
+    let policy_path = out.join("policy.toml");
+    write_atomic(&policy_path, demo_policy().to_toml().as_bytes())?;
+
+    // The operators.
+    let mut keys = Vec::new();
+    for _ in 0..opts.operators {
+        let k = PrivateKeySigner::random();
+        anvil.fund(k.address(), U256::from(100 * ETH)).await?;
+        keys.push(k);
+    }
+    let ports: Vec<u16> = (0..opts.operators)
+        .map(|_| free_port())
+        .collect::<Result<_>>()?;
+    let mut node_dirs = Vec::new();
+    let mut nodes = Nodes {
+        children: Vec::new(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for i in 0..opts.operators {
+        let dir = out.join(format!("node-{i}"));
+        let bootstrap: Vec<String> = if i == 0 {
+            Vec::new()
+        } else {
+            vec![format!("/ip4/127.0.0.1/tcp/{}", ports[0])]
+        };
+        let q = |s: String| toml::Value::String(s).to_string();
+        let mut text = format!(
+            "# Generated by conclave demo: operator {i} of job {job}.\n\
+             [job]\nconfig = {}\noperators = {}\nrounds = {}\n\n\
+             [enclave]\nkind = \"sim\"\nthreads = 1\ncorpus = {}\ncache = {}\n",
+            q(jobsec.config.display().to_string()),
+            opts.operators,
+            opts.rounds,
+            q(abs(&opts.corpus)?.display().to_string()),
+            q(abs(&opts.cache)?.display().to_string()),
+        );
+        if let Some(p) = &opts.enclave {
+            text.push_str(&format!("program = {}\n", q(abs(p)?.display().to_string())));
+        }
+        text.push_str(&format!(
+            "\n[storage]\ndir = {}\n\n\
+             [node]\nindex = {i}\nlisten = {}\nbootstrap = [{}]\nround_timeout_s = 300\n\n\
+             [chain]\nrpc = {}\ncontract = {}\njob = {job}\nwithdraw_wait_s = {}\n",
+            q(dir.display().to_string()),
+            q(format!("/ip4/127.0.0.1/tcp/{}", ports[i as usize])),
+            bootstrap
+                .iter()
+                .map(|b| q(b.clone()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            q(url.clone()),
+            q(customer.address().to_string()),
+            opts.timeout_s,
+        ));
+        let cfg_path = out.join(format!("node-{i}.toml"));
+        write_atomic(&cfg_path, text.as_bytes())?;
+        let stderr = std::fs::File::create(logs.join(format!("node-{i}.log")))?;
+        let mut cmd = Command::new(&opts.conclave);
+        cmd.arg("node")
+            .arg("--config")
+            .arg(&cfg_path)
+            .env(
+                "CONCLAVE_OPERATOR_KEY",
+                hex::encode(keys[i as usize].to_bytes()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        // Variables that would override the generated configs.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CONCLAVE_") && k.contains("__") {
+                cmd.env_remove(k);
+            }
+        }
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} node", opts.conclave.display()))?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let tx = tx.clone();
+        let mut log = std::fs::File::create(logs.join(format!("node-{i}.out")))?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                let _ = tx.send(NodeEvent::Line(i, line));
+            }
+            let _ = tx.send(NodeEvent::Exited(i));
+        });
+        nodes.children.push(child);
+        node_dirs.push(dir);
+    }
+    drop(tx);
+    say(&format!(
+        "{} operators started (configs {}/node-N.toml, logs {}/)",
+        opts.operators,
+        out.display(),
+        logs.display()
+    ));
+
+    // Follow the nodes: progress, then settlement, until every node has exited.
+    let mp = if opts.progress {
+        MultiProgress::new()
+    } else {
+        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    };
+    let style = ProgressStyle::with_template("{prefix:>11} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bars: Vec<ProgressBar> = (0..opts.operators)
+        .map(|i| {
+            let b = mp.add(ProgressBar::new(opts.rounds));
+            b.set_style(style.clone());
+            b.set_prefix(format!("operator {i}"));
+            b.set_message("joining");
+            b
+        })
+        .collect();
+    let mut exited = vec![false; opts.operators as usize];
+    let mut advanced = false;
+    let deadline = Instant::now() + Duration::from_secs(opts.timeout_s);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while exited.iter().any(|e| !e) {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(NodeEvent::Line(i, line)) => {
+                    let b = &bars[i as usize];
+                    if let Some(rest) = line.strip_prefix("round ") {
+                        b.inc(1);
+                        let loss = rest
+                            .split("loss ")
+                            .nth(1)
+                            .map(|x| x.trim_end_matches(')'))
+                            .unwrap_or("?");
+                        b.set_message(format!("loss {loss}"));
+                        if !opts.progress && i == 0 {
+                            say(&format!("operator 0: {line}"));
+                        }
+                    } else if line.starts_with("checkpoint ") && !opts.progress && i == 0 {
+                        say(&format!("operator 0: {line}"));
+                    } else if line.starts_with("withdrew") {
+                        b.set_message(line.clone());
+                    }
+                }
+                Some(NodeEvent::Exited(i)) => {
+                    let c = &mut nodes.children[i as usize];
+                    let status = c.wait()?;
+                    exited[i as usize] = true;
+                    bars[i as usize].finish();
+                    if !status.success() {
+                        let log = logs.join(format!("node-{i}.log"));
+                        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                        let tail: Vec<&str> = tail.lines().rev().take(8).collect();
+                        bail!(
+                            "operator {i} failed ({status}); the end of {}:\n{}",
+                            log.display(),
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        );
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if Instant::now() > deadline {
+                    bail!("the job did not finish within {} s", opts.timeout_s);
+                }
+                if !advanced {
+                    // Once the job completed and every operator asked to leave, move the dev
+                    // chain's clock past the commit grace and the unbonding delay.
+                    let j = customer.job(job).await?;
+                    if j.status == 3 {
+                        let mut leaving = 0;
+                        for k in &keys {
+                            if customer.operator(job, k.address()).await?.status == 2 {
+                                leaving += 1;
+                            }
+                        }
+                        if leaving == keys.len() {
+                            anvil.advance_time(params.commit_grace.max(params.unbonding_delay) + 1).await?;
+                            advanced = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    mp.clear().ok();
+    drop(nodes);
+
+    // The summary.
+    let mut update_bytes = Vec::new();
+    let mut summaries = Vec::new();
+    for d in &node_dirs {
+        let s: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.join("summary.json"))
+                .with_context(|| format!("{}/summary.json", d.display()))?,
+        )?;
+        update_bytes.push(
+            s["update_bytes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_u64())
+                .sum(),
+        );
+        summaries.push(s);
+    }
+    let losses: Vec<f64> = summaries[0]["losses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_f64())
+        .collect();
+    let final_model = summaries[0]["model_hashes"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|x| x.as_str())
+        .unwrap_or("")
+        .to_string();
+    let n = opts.operators as u64;
+    // A ring all-reduce sends 2(n-1)/n of the f32 gradient per step.
+    let dense_per_round = 4 * published.params * 2 * (n - 1) / n.max(1);
+    let steps_per_round = summaries[0]["steps_per_round"].as_u64().unwrap_or(1);
+    let dense_bytes = dense_per_round * opts.rounds * steps_per_round;
+    let j = customer.job(job).await?;
+    let outcome = DemoOutcome {
+        rpc: url.clone(),
+        contract: customer.address().to_string(),
+        chain_id: customer.chain_id,
+        job,
+        operators: opts.operators,
+        rounds: opts.rounds,
+        params: published.params,
+        losses,
+        update_bytes,
+        dense_bytes,
+        checkpoints_on_chain: j.acceptedCheckpoints,
+        final_model,
+        paid_out_wei: j.paidOut.to_string(),
+        node_dirs: node_dirs.clone(),
+        policy: policy_path.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    write_atomic(
+        &out.join("demo.json"),
+        &serde_json::to_vec_pretty(&outcome)?,
+    )?;
+    print_summary(&outcome, &j);
+
+    // The audit of the result, as a customer would run it.
+    let input = AuditInput {
+        rpc: url,
+        contract: customer.address(),
+        job,
+        dir: node_dirs[0].clone(),
+        policy: Some(demo_policy()),
+        replay: opts.replay,
+        data: abs(&opts.cache)?,
+        enclave_program: opts
+            .enclave
+            .clone()
+            .unwrap_or_else(crate::enclave::default_enclave_program),
+        now: crate::run::now(),
+    };
+    println!(
+        "\n$ conclave audit --rpc {} --contract {} --job {job} --checkpoints {} --policy {} --replay {}",
+        input.rpc,
+        input.contract,
+        input.dir.display(),
+        policy_path.display(),
+        opts.replay
+    );
+    let report = audit(&input).await?;
+    print!("{}", crate::audit::render(&report));
+    Ok((outcome, report))
+}
+
+fn print_summary(o: &DemoOutcome, j: &crate::chain::IConclaveTraining::Job) {
+    println!("\nloss per round (mean over the operators' receipts):");
+    for (r, l) in o.losses.iter().enumerate() {
+        println!("  round {:>3}: {l:.4}", r + 1);
+    }
+    if let (Some(a), Some(b)) = (o.losses.first(), o.losses.last()) {
+        println!(
+            "  {} from {a:.4} to {b:.4}",
+            if b < a { "falling" } else { "NOT falling" }
+        );
+    }
+    println!("\nbytes sent per operator (signed compressed updates):");
+    for (i, b) in o.update_bytes.iter().enumerate() {
+        println!(
+            "  operator {i}: {b} B ({:.0}x fewer than the {} B a full-precision ring all-reduce \
+             of {} parameters would have sent)",
+            o.dense_bytes as f64 / (*b).max(1) as f64,
+            o.dense_bytes,
+            o.params
+        );
+    }
+    println!(
+        "\non chain (contract {}, job {}): status {}, {} of {} rounds committed, {} checkpoints \
+         accepted, {} wei paid out of {} escrow",
+        o.contract,
+        o.job,
+        if j.status == 3 {
+            "completed"
+        } else {
+            "NOT completed"
+        },
+        j.latestRound,
+        j.totalRounds,
+        o.checkpoints_on_chain,
+        j.paidOut,
+        j.escrow
+    );
+    println!("final model {}", o.final_model);
+    for d in &o.node_dirs {
+        println!("checkpoints: {}/checkpoints", d.display());
+    }
+    println!("took {:.0} s", o.seconds);
+}
