@@ -458,3 +458,160 @@ fn peers_with_bad_evidence_are_refused() {
     let e = refused(fresh.handle(Request::TrainRound { round: 0 }));
     assert!(e.starts_with("no_job"), "{e}");
 }
+
+/// The chain statements: a registration consent over the enclave's own evidence and
+/// measurement, and a checkpoint statement only for the round its model is at, never two
+/// different ones for a round; both only for the on-chain job the loaded job is.
+#[test]
+fn chain_statements_bind_the_enclaves_own_state() {
+    use conclave_attestation::Tee;
+    use conclave_attestation::eip712::{Domain, chain_measurement, job_word, recover};
+    use sha2::{Digest, Sha256};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    let root = {
+        let mut c = cfg.clone();
+        c.out = dir.path().join("probe");
+        Trainer::new(c).unwrap().dataset.root().to_string()
+    };
+    let job_hex = hex::encode(job_word(5));
+    let mut enclave = Enclave::new(
+        Box::new(SimAttester::new(SimConfig::default()).unwrap()),
+        paths(dir.path(), 0),
+    );
+    let nonce = format!("{:064x}", 99);
+    let Response::Hello {
+        address, evidence, ..
+    } = enclave.handle(Request::Hello {
+        job_id: job_hex.clone(),
+        nonce: nonce.clone(),
+    })
+    else {
+        panic!("hello")
+    };
+    let contract = format!("0x{}", "22".repeat(20));
+    let domain = Domain {
+        chain_id: 31337,
+        contract: [0x22; 20],
+    };
+    let operator = format!("0x{}", "33".repeat(20));
+    let registration = |e: &mut Enclave, job: u64| {
+        e.handle(Request::ChainRegistration {
+            chain_id: 31337,
+            contract: contract.clone(),
+            job,
+            operator: operator.clone(),
+        })
+    };
+    let commit = |e: &mut Enclave, job: u64, round: u64| {
+        e.handle(Request::ChainCheckpoint {
+            chain_id: 31337,
+            contract: contract.clone(),
+            job,
+            round,
+        })
+    };
+    assert!(refused(registration(&mut enclave, 5)).starts_with("no_job"));
+
+    let mut s = spec(&cfg, &root, 0, 1);
+    s.job_id = job_hex.clone();
+    signed(enclave.handle(Request::LoadJob { spec: s }));
+
+    // Another on-chain job, or a malformed address: refused.
+    assert!(refused(registration(&mut enclave, 6)).starts_with("wrong_job"));
+    let e = refused(enclave.handle(Request::ChainRegistration {
+        chain_id: 31337,
+        contract: "0x1234".into(),
+        job: 5,
+        operator: operator.clone(),
+    }));
+    assert!(
+        e.starts_with("bad_request") && e.contains("contract"),
+        "{e}"
+    );
+
+    // The consent names the evidence's hash and measurement and recovers to the enclave key.
+    let Response::Registration {
+        evidence_hash,
+        measurement,
+        signature,
+    } = registration(&mut enclave, 5)
+    else {
+        panic!("registration")
+    };
+    let ev = Evidence::decode(&evidence.0).unwrap();
+    assert_eq!(evidence_hash, hex::encode(ev.hash().0));
+    let m = chain_measurement(Tee::Sim, &default_sim_measurement());
+    assert_eq!(measurement, hex::encode(m));
+    let sig: [u8; 65] = hex::decode(&signature).unwrap().try_into().unwrap();
+    let digest = domain.registration_digest(&job_word(5), &[0x33; 20], &ev.hash().0, &m);
+    assert_eq!(hex::encode(recover(&digest, &sig).unwrap().0), address);
+    // Signed for another operator, it does not recover to the key.
+    let other = domain.registration_digest(&job_word(5), &[0x44; 20], &ev.hash().0, &m);
+    assert_ne!(hex::encode(recover(&other, &sig).unwrap().0), address);
+
+    // No checkpoint statement before a round closed, or while one is open.
+    assert!(refused(commit(&mut enclave, 5, 1)).starts_with("no_receipt"));
+    let first = enclave.handle(Request::Checkpoint);
+    let update = signed(enclave.handle(Request::TrainRound { round: 0 }));
+    assert!(refused(commit(&mut enclave, 5, 1)).starts_with("round_open"));
+    let receipt = signed(enclave.handle(Request::Aggregate {
+        round: 0,
+        updates: vec![Blob(update)],
+        peers: vec![PeerEvidence {
+            evidence: evidence.clone(),
+            nonce: nonce.clone(),
+        }],
+    }));
+    let payload = Envelope::decode(&receipt).unwrap().payload;
+    let rc = RoundReceipt::from_json(&payload).unwrap();
+
+    // After round 0 closed the model is at on-chain round 1; any other round is refused.
+    assert!(refused(commit(&mut enclave, 5, 2)).starts_with("wrong_round"));
+    assert!(refused(commit(&mut enclave, 6, 1)).starts_with("wrong_job"));
+    let Response::Commitment {
+        round,
+        model_hash,
+        receipt_hash,
+        signature,
+    } = commit(&mut enclave, 5, 1)
+    else {
+        panic!("commitment")
+    };
+    assert_eq!(round, 1);
+    assert_eq!(model_hash, rc.model_hash_after);
+    assert_eq!(receipt_hash, hex::encode(Sha256::digest(&payload)));
+    let mut mh = [0u8; 32];
+    hex::decode_to_slice(&model_hash, &mut mh).unwrap();
+    let mut rh = [0u8; 32];
+    hex::decode_to_slice(&receipt_hash, &mut rh).unwrap();
+    let sig: [u8; 65] = hex::decode(&signature).unwrap().try_into().unwrap();
+    let digest = domain.checkpoint_digest(&job_word(5), 1, &mh, &rh);
+    assert_eq!(hex::encode(recover(&digest, &sig).unwrap().0), address);
+    // Asking again gives the same statement (a resend is not an equivocation).
+    let Response::Commitment {
+        model_hash: again, ..
+    } = commit(&mut enclave, 5, 1)
+    else {
+        panic!("commitment")
+    };
+    assert_eq!(again, model_hash);
+
+    // Rewound to its first weights (a signed checkpoint load), the enclave has no receipt to
+    // commit until a round closes again.
+    let me = PeerEvidence {
+        evidence: evidence.clone(),
+        nonce: nonce.clone(),
+    };
+    let Response::Checkpoint { weights, manifest } = first else {
+        panic!("checkpoint")
+    };
+    let r = enclave.handle(Request::LoadCheckpoint {
+        weights,
+        manifest: Some(manifest),
+        signer: Some(me),
+    });
+    assert!(matches!(r, Response::Checkpoint { .. }), "{r:?}");
+    assert!(refused(commit(&mut enclave, 5, 1)).starts_with("no_receipt"));
+}
