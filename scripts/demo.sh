@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults, until `conclave demo` (the demo issue) joins the chain
-# and the gossip network to it: three sim enclaves train three SparseLoCo rounds together through
-# the host proxy (`conclave run --config configs/local/operator.toml`), every result signed and
-# checked; receipts, evidence and the checkpoint land in runs/local/.
+# README command 1: the whole system on this machine. Installs what it needs (the project's
+# Python venv with libtorch, the Moby-Dick corpus, anvil/forge from npm), builds, and runs
+# `conclave demo`: a local chain with the contract, a customer's job, three operators (each a
+# `conclave node` with a sim enclave) that join on chain, train with DeMo, gossip signed
+# updates over libp2p, commit signed checkpoints and get paid; then the summary and
+# `conclave audit` of the result. Arguments go to `conclave demo` (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-python.sh
 bash scripts/setup-corpus.sh
+bash scripts/setup-foundry.sh
 source scripts/env.sh
 cargo build --release -p conclave-host -p conclave-enclave
-exec target/release/conclave run --config configs/local/operator.toml "$@"
+exec target/release/conclave demo "$@"

@@ -59,6 +59,9 @@ pub fn parse_update_payload(p: &[u8]) -> Result<(u64, [u8; 32])> {
     Ok((u64::from_le_bytes(r), h))
 }
 
+/// A peer's signed receipt: the envelope and its payload (the receipt JSON).
+pub type SignedReceipt = (Vec<u8>, Vec<u8>);
+
 /// The job as the network layer sees it.
 #[derive(Clone)]
 pub struct JobView {
@@ -106,7 +109,7 @@ pub struct State {
     pub heartbeats: BTreeMap<u64, BTreeMap<u32, String>>,
     /// Per round, per operator: its signed receipt (envelope) and the receipt payload, from
     /// its heartbeat, verified against its announced evidence.
-    pub receipts: BTreeMap<u64, BTreeMap<u32, (Vec<u8>, Vec<u8>)>>,
+    pub receipts: BTreeMap<u64, BTreeMap<u32, SignedReceipt>>,
     /// Announces accepted for the first time since the driver last looked.
     pub new_peers: Vec<u32>,
     /// Where equivocation evidence is written.
