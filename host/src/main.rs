@@ -89,7 +89,8 @@ struct DemoArgs {
     /// Operators (the config's `replicas` must equal it).
     #[arg(long, default_value_t = 3)]
     operators: u32,
-    #[arg(long, default_value_t = 6)]
+    /// Rounds (one DeMo step each with the default config).
+    #[arg(long, default_value_t = 12)]
     rounds: u64,
     /// A checkpoint is committed on chain every this many rounds.
     #[arg(long, default_value_t = 2)]
