@@ -395,9 +395,6 @@ impl Enclave {
     ) -> Result<Response, Refusal> {
         let now = (self.clock)();
         let job = self.job_mut()?;
-        if job.pending.is_some() {
-            return Err(refuse("round_open", "close the open round first"));
-        }
         let hash = hex::encode(Sha256::digest(&weights.0));
         let step = match (manifest, signer) {
             (Some(m), Some(peer)) => {
@@ -443,6 +440,8 @@ impl Enclave {
         job.trainer
             .load_weights(&weights.0, step)
             .or_refuse("bad_weights")?;
+        // A resync abandons an open round: its receipt is never signed.
+        job.pending = None;
         job.last_receipt = None;
         self.checkpoint()
     }

@@ -31,13 +31,15 @@ use conclave_attestation::{
 use conclave_protocol::channel::PeerEvidence;
 use conclave_protocol::gossip::{self, Kind, Message};
 use conclave_protocol::receipt::RoundReceipt;
+use conclave_protocol::sync::{self, SyncRequest, SyncResponse};
 use futures::StreamExt;
 use libp2p::gossipsub::{
     self, IdentTopic, MessageAcceptance, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds,
     TopicHash, TopicScoreParams, ValidationMode,
 };
+use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, noise, tcp, yamux};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -218,15 +220,21 @@ impl State {
             Err(e) => return Verdict::Reject(format!("operator {}: evidence: {e}", a.operator)),
         };
         let hash: [u8; 32] = ev.hash().0;
+        let mut replaces = None;
         if let Some(p) = self.peers.get(&a.operator) {
             if p.accepted.evidence_hash().0 == hash && p.peer_id == peer_id {
                 // A re-announce (for late joiners): forwarded, nothing new.
                 return Verdict::Accept;
             }
-            return Verdict::Reject(format!(
-                "operator {} is already announced by enclave {}",
-                a.operator, p.address
-            ));
+            if p.peer_id != peer_id {
+                return Verdict::Reject(format!(
+                    "operator {} is already announced by enclave {} at another peer",
+                    a.operator, p.address
+                ));
+            }
+            // The same node (its persistent peer identity) with a new enclave: a restart.
+            // The new evidence must pass like any other; the old key's messages stop counting.
+            replaces = Some(p.accepted.evidence_hash().0);
         }
         if let Some(o) = self.by_evidence.get(&hash) {
             return Verdict::Reject(format!("this evidence is already operator {o}'s"));
@@ -255,6 +263,13 @@ impl State {
             .iter()
             .filter_map(|s| s.parse::<Multiaddr>().ok())
             .collect();
+        if let Some(old) = replaces {
+            self.by_evidence.remove(&old);
+            eprintln!(
+                "operator {} restarted: enclave {} replaces the one it announced before",
+                a.operator, a.address
+            );
+        }
         self.by_evidence.insert(hash, a.operator);
         self.peers.insert(
             a.operator,
@@ -440,6 +455,8 @@ impl State {
 pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub identify: identify::Behaviour,
+    /// Checkpoint transfer ([`conclave_protocol::sync`]).
+    pub sync: request_response::json::Behaviour<SyncRequest, SyncResponse>,
 }
 
 /// The job's topics, by kind.
@@ -502,9 +519,22 @@ pub fn build_swarm(keypair: identity::Keypair, job_hex: &str) -> Result<Swarm<Be
                     "/conclave/1.0.0".into(),
                     key.public(),
                 ));
+                let codec = request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(sync::MAX_SYNC_REQUEST)
+                    .set_response_size_maximum(sync::MAX_SYNC_RESPONSE);
+                let sync = request_response::Behaviour::with_codec(
+                    codec,
+                    [(
+                        StreamProtocol::new(sync::SYNC_PROTOCOL),
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(30)),
+                );
                 Ok(Behaviour {
                     gossipsub: gs,
                     identify,
+                    sync,
                 })
             },
         )
@@ -532,6 +562,75 @@ pub struct Net {
     pub listen_addrs: Vec<Multiaddr>,
     /// Wall-clock source for appraisals.
     pub clock: fn() -> UnixTime,
+    /// The checkpoint this node offers to joiners.
+    pub offer: Option<Offer>,
+    /// Answers to our sync requests, by request.
+    answers: HashMap<OutboundRequestId, Result<SyncResponse, String>>,
+}
+
+/// A checkpoint this node serves: the weights file, its description and signed manifest.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub round: u64,
+    pub step: u64,
+    pub model_hash: String,
+    pub weights: PathBuf,
+    pub size: u64,
+    pub manifest: Vec<u8>,
+    pub signer: PeerEvidence,
+}
+
+impl Offer {
+    /// The answer to a request.
+    pub fn answer(offer: Option<&Offer>, job_hex: &str, req: &SyncRequest) -> SyncResponse {
+        let refused = |reason: String| SyncResponse::Refused { reason };
+        if let Err(e) = req.check() {
+            return refused(e);
+        }
+        let (SyncRequest::Latest { job_id } | SyncRequest::Chunk { job_id, .. }) = req;
+        if job_id != job_hex {
+            return refused(format!("this node serves job {job_hex}"));
+        }
+        let Some(o) = offer else {
+            return SyncResponse::NoCheckpoint;
+        };
+        match req {
+            SyncRequest::Latest { .. } => SyncResponse::Latest {
+                round: o.round,
+                step: o.step,
+                model_hash: o.model_hash.clone(),
+                size: o.size,
+                manifest: conclave_protocol::channel::Blob(o.manifest.clone()),
+                signer: o.signer.clone(),
+            },
+            SyncRequest::Chunk {
+                step, offset, len, ..
+            } => {
+                if *step != o.step {
+                    return refused(format!("the checkpoint held is of step {}", o.step));
+                }
+                if *offset >= o.size {
+                    return refused(format!("offset {offset} beyond {} bytes", o.size));
+                }
+                let n = (*len as u64).min(o.size - offset) as usize;
+                let read = || -> std::io::Result<Vec<u8>> {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let mut f = std::fs::File::open(&o.weights)?;
+                    f.seek(SeekFrom::Start(*offset))?;
+                    let mut b = vec![0u8; n];
+                    f.read_exact(&mut b)?;
+                    Ok(b)
+                };
+                match read() {
+                    Ok(bytes) => SyncResponse::Chunk {
+                        offset: *offset,
+                        bytes: conclave_protocol::channel::Blob(bytes),
+                    },
+                    Err(e) => refused(format!("reading the checkpoint: {e}")),
+                }
+            }
+        }
+    }
 }
 
 impl Net {
@@ -547,6 +646,8 @@ impl Net {
             own_announce: None,
             listen_addrs: Vec::new(),
             clock: crate::run::now,
+            offer: None,
+            answers: HashMap::new(),
         })
     }
 
@@ -647,6 +748,7 @@ impl Net {
                 }
                 self.after_announces();
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync(ev),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 eprintln!("connected to {peer_id}");
             }
@@ -654,6 +756,70 @@ impl Net {
                 eprintln!("dialing {peer_id:?} failed: {error}");
             }
             _ => {}
+        }
+    }
+
+    fn on_sync(&mut self, ev: request_response::Event<SyncRequest, SyncResponse>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                // Only operators of the job may fetch checkpoints.
+                let known = self.state.peers.values().any(|p| p.peer_id == peer);
+                let resp = if known {
+                    Offer::answer(self.offer.as_ref(), &self.state.view.job_hex, &request)
+                } else {
+                    SyncResponse::Refused {
+                        reason: "not an announced operator of the job".into(),
+                    }
+                };
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp);
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.answers.insert(request_id, Ok(response));
+            }
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                self.answers.insert(request_id, Err(error.to_string()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a sync request to `peer` and runs the swarm until its answer (or a failure).
+    pub async fn request(&mut self, peer: PeerId, req: SyncRequest) -> Result<SyncResponse> {
+        let addrs = self
+            .state
+            .peers
+            .values()
+            .find(|p| p.peer_id == peer)
+            .map(|p| p.addrs.clone())
+            .unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request_with_addresses(&peer, req, addrs);
+        loop {
+            if let Some(a) = self.answers.remove(&id) {
+                return a.map_err(|e| anyhow::anyhow!("sync request to {peer}: {e}"));
+            }
+            let ev = self.swarm.select_next_some().await;
+            self.on_event(ev);
         }
     }
 

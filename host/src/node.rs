@@ -32,11 +32,13 @@ use tokio::time::Instant;
 
 use crate::chain::{Chain, ChainOptions, ContractError, Submitted, revert_of};
 use crate::enclave::{Channel, Launch, launch_sim};
-use crate::net::{JobView, Net, State, parse_update_payload};
+use crate::net::{JobView, Net, Offer, State, parse_update_payload};
 use crate::run::{
     JobSection, Operator, PreparedJob, StorageSection, apply_env, appraise_peer, check_signed, now,
     prepare_job, write_atomic,
 };
+use conclave_protocol::sync::{MAX_CHECKPOINT, MAX_CHUNK, SyncRequest, SyncResponse};
+use libp2p::PeerId;
 
 /// A node's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +124,15 @@ pub struct NodeSection {
     /// Seconds to wait for every operator's announce.
     #[serde(default = "default_announce_timeout")]
     pub announce_timeout_s: u64,
+    /// Store a checkpoint (weights and the enclave's signed manifest) every this many rounds,
+    /// and offer the latest to operators that join or restart (0: only on-chain checkpoint
+    /// rounds).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1
 }
 
 fn default_round_timeout() -> u64 {
@@ -349,7 +360,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         policy,
         operators: jobcfg.operators,
     };
-    let keypair = identity::Keypair::generate_ed25519();
+    let (keypair, restarted) = node_identity(&dir)?;
     let mut net = Net::new(keypair, State::new(view, dir.join("equivocation")))?;
     eprintln!("operator {me}: peer id {}", net.local_peer_id());
     let listen: Multiaddr = cfg.node.listen.parse()?;
@@ -418,13 +429,24 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     let quorum = cfg.node.quorum.unwrap_or(jobcfg.operators) as usize;
     let round_timeout = Duration::from_secs(cfg.node.round_timeout_s);
     let mut model_hash = published.initial_model_hash.clone();
-    let mut hashes = Vec::new();
-    let mut sets = Vec::new();
+    let mut hashes = vec![String::new(); jobcfg.rounds as usize];
+    let mut sets = vec![Vec::new(); jobcfg.rounds as usize];
     let mut update_bytes = Vec::new();
     let mut steps_per_round = 0;
     let mut commits = Vec::new();
     let mut own_slot = Some(own);
-    for round in 0..jobcfg.rounds {
+    let sync_timeout = 3 * round_timeout + Duration::from_secs(cfg.node.announce_timeout_s);
+    // A job already under way (this node restarted, or joins late): start from a peer's
+    // latest checkpoint, fetched right after a round closes.
+    let mut round = 0;
+    if let Some((r, h)) = catch_up(&mut net, &mut own_slot, me, restarted, sync_timeout).await? {
+        round = r;
+        model_hash = h;
+        if let Some(slot) = hashes.get_mut(r as usize - 1) {
+            slot.clone_from(&model_hash);
+        }
+    }
+    while round < jobcfg.rounds {
         net.state.round = round;
         let (update, o) =
             call_signed(&mut net, &mut own_slot, Request::TrainRound { round }).await?;
@@ -441,6 +463,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         // The round barrier.
         let round_deadline = Instant::now() + round_timeout;
         let hard_deadline = round_deadline + 2 * round_timeout;
+        let mut behind = false;
         loop {
             let step = (Instant::now() + Duration::from_secs(2)).min(hard_deadline);
             let everyone = |s: &State| {
@@ -448,7 +471,17 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
                 let got = s.round_updates(round);
                 active.iter().all(|o| got.contains_key(o))
             };
-            if net.pump_while(step, everyone).await {
+            // A quorum of the others closed this round without us: we are behind.
+            let closed_without_us =
+                |s: &State| s.heartbeats.get(&round).map_or(0, |h| h.len()) >= quorum;
+            if net
+                .pump_while(step, |s| everyone(s) || closed_without_us(s))
+                .await
+            {
+                if everyone(&net.state) {
+                    break;
+                }
+                behind = true;
                 break;
             }
             let got = net.state.round_updates(round).len();
@@ -463,6 +496,32 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
             }
             // Re-publish ours for peers that may have missed it (they ignore duplicates).
             net.publish(Kind::Update, msg.encode()?)?;
+        }
+
+        if behind {
+            eprintln!(
+                "round {round}: the others closed it without us; syncing to their checkpoint"
+            );
+            let peer = net
+                .state
+                .heartbeats
+                .get(&round)
+                .and_then(|h| h.keys().find(|o| **o != me).copied())
+                .and_then(|o| net.state.peers.get(&o).map(|p| p.peer_id))
+                .context("no peer to sync from")?;
+            let (r, h) = sync_from(&mut net, &mut own_slot, peer).await?;
+            if r <= round {
+                bail!(
+                    "round {round}: the peers' latest checkpoint is after round {r}; they must \
+                     store one every round (node.checkpoint_every = 1) for us to catch up"
+                );
+            }
+            if let Some(slot) = hashes.get_mut(r as usize - 1) {
+                slot.clone_from(&h);
+            }
+            round = r;
+            model_hash = h;
+            continue;
         }
 
         // A short settling time: an equivocation's second update, forwarded by the operators
@@ -532,8 +591,32 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
             "round {round}: model {model_hash} (operators {members:?}, loss {:.4})",
             receipt.loss
         );
-        hashes.push(model_hash.clone());
-        sets.push(members);
+        hashes[round as usize].clone_from(&model_hash);
+        sets[round as usize] = members;
+
+        // Checkpoints: stored (and offered to joiners) every `checkpoint_every` rounds and at
+        // the on-chain job's checkpoint rounds, before the heartbeat tells peers the round
+        // closed.
+        let chain_round = onchain
+            .as_ref()
+            .is_some_and(|oc| (round + 1) % oc.interval == 0);
+        let every = cfg.node.checkpoint_every;
+        if chain_round || (every > 0 && (round + 1) % every == 0) {
+            let (resp, o) = call_enclave(&mut net, &mut own_slot, Request::Checkpoint).await?;
+            own_slot = Some(o);
+            let own = own_slot.as_ref().context("the enclave channel is gone")?;
+            let (step, weights, manifest) =
+                store_checkpoint(&dir, resp, &domain, own, &model_hash)?;
+            net.offer = Some(Offer {
+                round: round + 1,
+                step,
+                model_hash: model_hash.clone(),
+                size: std::fs::metadata(&weights)?.len(),
+                weights,
+                manifest,
+                signer: own.peer.clone(),
+            });
+        }
         let hb = Message::Heartbeat(Heartbeat {
             operator: me,
             round,
@@ -542,15 +625,10 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         });
         net.publish_own(&hb)?;
 
-        // A checkpoint round of the on-chain job: store the weights with the enclave's signed
-        // manifest, and commit the enclave's signed statement on chain.
+        // A checkpoint round of the on-chain job: commit the enclave's signed statement.
         if let Some(oc) = &onchain
-            && (round + 1) % oc.interval == 0
+            && chain_round
         {
-            let (resp, o) = call_enclave(&mut net, &mut own_slot, Request::Checkpoint).await?;
-            own_slot = Some(o);
-            let own = own_slot.as_ref().context("the enclave channel is gone")?;
-            store_checkpoint(&dir, resp, &domain, own, &model_hash)?;
             let accepted = commit_round(
                 &mut net,
                 &mut own_slot,
@@ -564,6 +642,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         }
         // Peers' heartbeats of the previous round that disagree with ours.
         report_disagreement(&net.state, round.saturating_sub(1), &hashes);
+        round += 1;
     }
 
     // Linger until the active set's heartbeats for the last round arrived (or a few seconds),
@@ -812,7 +891,7 @@ fn store_checkpoint(
     domain: &str,
     own: &Operator,
     model_hash: &str,
-) -> Result<()> {
+) -> Result<(u64, PathBuf, Vec<u8>)> {
     let Response::Checkpoint { weights, manifest } = resp else {
         bail!("checkpoint answered with something else");
     };
@@ -823,11 +902,171 @@ fn store_checkpoint(
         bail!("the checkpoint's weights hash {wh}, the manifest and round say otherwise");
     }
     let cdir = dir.join("checkpoints");
-    let stem = format!("step-{:06}", m["step"].as_u64().unwrap_or(0));
-    write_atomic(&cdir.join(format!("{stem}.safetensors")), &weights.0)?;
+    let step = m["step"].as_u64().unwrap_or(0);
+    let stem = format!("step-{step:06}");
+    let path = cdir.join(format!("{stem}.safetensors"));
+    write_atomic(&path, &weights.0)?;
     write_atomic(&cdir.join(format!("{stem}.json")), &payload)?;
     write_atomic(&cdir.join(format!("{stem}.manifest.env")), &manifest.0)?;
-    Ok(())
+    Ok((step, path, manifest.0))
+}
+
+/// The node's libp2p identity, kept in `node.key` in its folder so that a restarted node is
+/// the same peer (its re-announce with a new enclave replaces the old one). Returns whether
+/// the key existed (the node ran before).
+fn node_identity(dir: &Path) -> Result<(identity::Keypair, bool)> {
+    let path = dir.join("node.key");
+    if let Ok(bytes) = std::fs::read(&path) {
+        let k = identity::Keypair::from_protobuf_encoding(&bytes)
+            .with_context(|| format!("{} is not a libp2p key", path.display()))?;
+        return Ok((k, true));
+    }
+    let k = identity::Keypair::generate_ed25519();
+    write_atomic(&path, &k.to_protobuf_encoding()?)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((k, false))
+}
+
+/// The latest checkpoint of the first announced peer that has one.
+async fn latest_from_peers(net: &mut Net, me: u32) -> Result<Option<(PeerId, SyncResponse)>> {
+    let peers: Vec<PeerId> = net
+        .state
+        .peers
+        .values()
+        .filter(|p| p.operator != me)
+        .map(|p| p.peer_id)
+        .collect();
+    for peer in peers {
+        let req = SyncRequest::Latest {
+            job_id: net.state.view.job_hex.clone(),
+        };
+        match net.request(peer, req).await {
+            Ok(r @ SyncResponse::Latest { .. }) => return Ok(Some((peer, r))),
+            Ok(_) => {}
+            Err(e) => eprintln!("asking {peer} for its checkpoint: {e:#}"),
+        }
+    }
+    Ok(None)
+}
+
+/// Joins a job under way: when a peer has a checkpoint (rounds have closed), waits for the
+/// next round to close (a heartbeat, or right away when this node did not run before), then
+/// fetches that peer's latest checkpoint and loads it. `None`: the job has not started.
+async fn catch_up(
+    net: &mut Net,
+    own_slot: &mut Option<Operator>,
+    me: u32,
+    restarted: bool,
+    timeout: Duration,
+) -> Result<Option<(u64, String)>> {
+    let Some((_, info)) = latest_from_peers(net, me).await? else {
+        return Ok(None);
+    };
+    let SyncResponse::Latest { round, .. } = info else {
+        return Ok(None);
+    };
+    eprintln!(
+        "operator {me}: the job is under way (a peer is after round {round}){}",
+        if restarted { "; rejoining" } else { "" }
+    );
+    // Fetch right after a round closes, so that the next round has not got far without us.
+    net.state.round = round;
+    let deadline = Instant::now() + timeout;
+    let closed = |s: &State| s.heartbeats.keys().any(|r| *r >= round);
+    if !net.pump_while(deadline, closed).await {
+        bail!("no round closed within {} s", timeout.as_secs());
+    }
+    // From the operator that just closed it: its checkpoint is stored before its heartbeat.
+    let peer = net
+        .state
+        .heartbeats
+        .range(round..)
+        .next_back()
+        .and_then(|(_, h)| h.keys().find(|o| **o != me).copied())
+        .and_then(|o| net.state.peers.get(&o).map(|p| p.peer_id))
+        .context("no peer to sync from")?;
+    sync_from(net, own_slot, peer).await.map(Some)
+}
+
+/// Fetches `peer`'s latest checkpoint in chunks, checks the weights against the signed
+/// manifest's hash, and has the enclave load it (the enclave verifies the manifest against
+/// the signer's evidence). Returns the round the model is after and its hash.
+async fn sync_from(
+    net: &mut Net,
+    own_slot: &mut Option<Operator>,
+    peer: PeerId,
+) -> Result<(u64, String)> {
+    let t = Instant::now();
+    let job_id = net.state.view.job_hex.clone();
+    let info = net
+        .request(
+            peer,
+            SyncRequest::Latest {
+                job_id: job_id.clone(),
+            },
+        )
+        .await?;
+    let SyncResponse::Latest {
+        round,
+        step,
+        model_hash,
+        size,
+        manifest,
+        signer,
+    } = info
+    else {
+        bail!("{peer} offers no checkpoint: {info:?}");
+    };
+    if size > MAX_CHECKPOINT {
+        bail!("{peer} offers a checkpoint of {size} bytes (at most {MAX_CHECKPOINT})");
+    }
+    let mut weights = Vec::with_capacity(size as usize);
+    while (weights.len() as u64) < size {
+        let offset = weights.len() as u64;
+        let req = SyncRequest::Chunk {
+            job_id: job_id.clone(),
+            step,
+            offset,
+            len: MAX_CHUNK,
+        };
+        match net.request(peer, req).await? {
+            SyncResponse::Chunk { offset: o, bytes }
+                if o == offset && !bytes.0.is_empty() && offset + bytes.0.len() as u64 <= size =>
+            {
+                weights.extend_from_slice(&bytes.0);
+            }
+            SyncResponse::Refused { reason } => bail!("{peer} refused a chunk: {reason}"),
+            other => bail!("{peer} answered a chunk request with {other:?}"),
+        }
+    }
+    let got = hex::encode(Sha256::digest(&weights));
+    if got != model_hash {
+        bail!("{peer}'s checkpoint hashes to {got}, it announced {model_hash}");
+    }
+    let req = Request::LoadCheckpoint {
+        weights: Blob(weights),
+        manifest: Some(manifest),
+        signer: Some(signer),
+    };
+    let (resp, o) = call_enclave(net, own_slot, req).await?;
+    *own_slot = Some(o);
+    let Response::Checkpoint { weights, .. } = resp else {
+        bail!("loading the checkpoint answered with something else");
+    };
+    if hex::encode(Sha256::digest(&weights.0)) != model_hash {
+        bail!("the enclave holds other weights than the checkpoint's");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "synced to round {round} (model {model_hash}) from {peer}: {size} bytes in {secs:.2} s \
+         ({:.1} MB/s)",
+        size as f64 / secs.max(1e-9) / 1e6
+    );
+    net.state.round = round;
+    Ok((round, model_hash))
 }
 
 /// Has the enclave sign the checkpoint statement of on-chain round `round` and submits it;
@@ -928,7 +1167,7 @@ async fn leave_chain(oc: &OnChain, wait_s: u64) -> Result<Option<String>> {
 }
 
 fn report_disagreement(state: &State, round: u64, hashes: &[String]) {
-    let Some(ours) = hashes.get(round as usize) else {
+    let Some(ours) = hashes.get(round as usize).filter(|h| !h.is_empty()) else {
         return;
     };
     if let Some(hb) = state.heartbeats.get(&round) {

@@ -64,8 +64,13 @@ impl Node {
     fn stdout(&self) -> String {
         std::fs::read_to_string(self.dir.join("stdout.txt")).unwrap_or_default()
     }
+    /// Its standard error, and that of a restart.
     fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default()
+        let first = std::fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default();
+        match std::fs::read_to_string(self.dir.join("stderr-2.txt")) {
+            Ok(again) => format!("{first}\n--- restarted:\n{again}"),
+            Err(_) => first,
+        }
     }
     /// The model hash printed for each round.
     fn hashes(&self) -> Vec<String> {
@@ -127,17 +132,33 @@ fn start_nodes(
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
-            .args(["node", "--config"])
-            .arg(dir.join("node.toml"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
-            .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn_node(&dir, "");
         nodes.push(Node { child, dir });
     }
     (nodes, addr(0).parse().unwrap())
+}
+
+/// Starts `conclave node` on `dir/node.toml` in a process group of its own (with its
+/// enclave), its output in `dir/stdout{suffix}.txt` and `dir/stderr{suffix}.txt`.
+fn spawn_node(dir: &Path, suffix: &str) -> Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["node", "--config"])
+        .arg(dir.join("node.toml"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("stdout{suffix}.txt"))).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("stderr{suffix}.txt"))).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Waits for every node to exit successfully (within `limit`).
@@ -305,7 +326,7 @@ fn rogue(bootstrap: Multiaddr, stop: Arc<AtomicBool>) -> Vec<String> {
                         };
                         pub_(Kind::Update, b"\x00\x01 garbage, not gossip".to_vec(), "garbage");
                         let mut big = b"CNVGS\x01\x03".to_vec();
-                        big.resize(4096, b' ');
+                        big.resize(conclave_protocol::gossip::MAX_HEARTBEAT + 1024, b' ');
                         pub_(Kind::Heartbeat, big, "oversize");
                         pub_(Kind::Update, update(&stranger, &stranger_ev, &base, 0, b"stranger"), "unattested");
                         pub_(Kind::Update, update(&key, &ev, &base, 0, b"one"), "equivocation a");
@@ -408,4 +429,83 @@ fn a_rogue_peer_is_rejected_and_the_honest_nodes_still_agree() {
     }
     assert!(replays >= 1, "no node logged the replay");
     eprintln!("node 0's log:\n{}", nodes[0].stderr());
+}
+
+/// An operator killed with SIGKILL during a round: the round closes at the deadline with the
+/// remaining quorum; the operator restarts (same folder, so the same peer identity, and a new
+/// enclave), fetches the latest checkpoint from a peer in chunks, has its enclave verify and
+/// load it, and rejoins at the next round with the same model hash as the others.
+#[test]
+fn a_killed_operator_restarts_fetches_the_checkpoint_and_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rounds = 6;
+    let (mut nodes, _) = start_nodes(d, 4, 4, rounds, "quorum = 3\nround_timeout_s = 4\n");
+    // Kill operator 3 (node and enclave) as soon as it closed round 0: it is training round 1.
+    wait_for(
+        "operator 3 closes round 0",
+        Duration::from_secs(240),
+        || nodes[3].stdout().contains("round 0:"),
+    );
+    // SAFETY: kill(2) on the process group of a child we started.
+    unsafe {
+        libc::kill(-(nodes[3].child.id() as i32), libc::SIGKILL);
+    }
+    let _ = nodes[3].child.wait();
+    // The others close round 1 at its deadline without it, and go on.
+    wait_for(
+        "round 1 closes without operator 3",
+        Duration::from_secs(60),
+        || nodes[0].stdout().contains("round 1:"),
+    );
+    let restarted = Instant::now();
+    nodes[3].child = spawn_node(&nodes[3].dir, "-2");
+    wait_all(&mut nodes, Duration::from_secs(300));
+
+    let others = nodes[0].hashes();
+    assert_eq!(others.len(), rounds as usize, "{}", nodes[0].stdout());
+    for n in &nodes[1..3] {
+        assert_eq!(n.hashes(), others, "{}", n.stderr());
+    }
+    let e0 = nodes[0].stderr();
+    assert!(
+        e0.contains("round 1: deadline passed, closing with 3 updates"),
+        "{e0}"
+    );
+    let summary = |i: usize| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(nodes[i].dir.join("store/summary.json")).unwrap())
+            .unwrap()
+    };
+    let s0 = summary(0);
+    assert_eq!(s0["sets"][1], serde_json::json!([0, 1, 2]));
+    assert_eq!(
+        s0["sets"][rounds as usize - 1],
+        serde_json::json!([0, 1, 2, 3]),
+        "operator 3 is back in the last round"
+    );
+    // The restarted operator synced from a checkpoint and ends on the others' model.
+    let err3 = std::fs::read_to_string(nodes[3].dir.join("stderr-2.txt")).unwrap();
+    assert!(err3.contains("rejoining"), "{err3}");
+    let synced = err3
+        .lines()
+        .find(|l| l.starts_with("synced to round "))
+        .unwrap_or_else(|| panic!("{err3}"));
+    eprintln!(
+        "operator 3 back {:.1} s after its restart; {synced}",
+        restarted.elapsed().as_secs_f64()
+    );
+    let s3 = summary(3);
+    let h3: Vec<String> = serde_json::from_value(s3["model_hashes"].clone()).unwrap();
+    assert_eq!(h3.last(), others.last(), "{err3}");
+    // It trained the rounds after its sync, with the same hashes as the others.
+    let out3 = std::fs::read_to_string(nodes[3].dir.join("stdout-2.txt")).unwrap();
+    let trained: Vec<&str> = out3.lines().filter(|l| l.starts_with("round ")).collect();
+    assert!(
+        !trained.is_empty() && trained.len() < rounds as usize,
+        "{out3}"
+    );
+    for l in trained {
+        let r: usize = l[6..].split(':').next().unwrap().parse().unwrap();
+        assert!(l.contains(&others[r]), "{l} vs {}", others[r]);
+    }
 }

@@ -111,7 +111,8 @@ pub enum Request {
     LoadJob { spec: JobSpec },
     /// Replace the model with a checkpoint: `weights` (safetensors) and either a signed
     /// `checkpoint-manifest` envelope from an attested peer (with the peer's evidence) or
-    /// nothing, when the weights hash to the job's initial model hash.
+    /// nothing, when the weights hash to the job's initial model hash. An open round is
+    /// abandoned (its receipt is never signed).
     LoadCheckpoint {
         weights: Blob,
         manifest: Option<Blob>,

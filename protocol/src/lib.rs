@@ -13,6 +13,7 @@ pub mod dataset;
 pub mod gossip;
 pub mod pack;
 pub mod receipt;
+pub mod sync;
 pub mod toploc;
 pub mod update;
 

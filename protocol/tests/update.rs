@@ -296,7 +296,9 @@ proptest! {
         let p = pos % b.len();
         b[p] ^= 1 << bit;
         if let Ok(v) = SparseUpdate::decode(&b, &DecodeLimits::default()) {
-            prop_assert_ne!(v, u);
+            // Compared by canonical encoding: a flipped sign bit of a zero (0.0 → -0.0) is a
+            // different update although the floats compare equal.
+            prop_assert_ne!(v.encode().unwrap(), bytes);
         }
     }
 }
