@@ -1,5 +1,5 @@
-//! The operator network: a libp2p swarm (TCP, noise, yamux; gossipsub and identify) on which
-//! the operators of a job announce their attested enclaves, exchange their signed updates and
+//! The operator network: a libp2p swarm (TCP with noise and yamux, and QUIC; gossipsub,
+//! identify, request-response for checkpoint transfer) on which the operators of a job announce their attested enclaves, exchange their signed updates and
 //! report the model each round ended on. One topic per message kind and job:
 //! `conclave/<job>/announce`, `conclave/<job>/updates`, `conclave/<job>/heartbeat`.
 //!
@@ -504,6 +504,7 @@ pub fn build_swarm(keypair: identity::Keypair, job_hex: &str) -> Result<Swarm<Be
             noise::Config::new,
             yamux::Config::default,
         )?
+        .with_quic()
         .with_behaviour(
             |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let config = gossipsub::ConfigBuilder::default()

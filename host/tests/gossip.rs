@@ -48,6 +48,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 struct Node {
     child: Child,
     dir: PathBuf,
@@ -105,8 +113,17 @@ fn start_nodes(
     )
     .unwrap();
     let corpus = root().join(".data/moby-dick/package");
-    let ports: Vec<u16> = (0..honest).map(|_| free_port()).collect();
-    let addr = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
+    let quic = node_extra.contains("# quic");
+    let ports: Vec<u16> = (0..honest)
+        .map(|_| if quic { free_udp_port() } else { free_port() })
+        .collect();
+    let addr = |i: usize| {
+        if quic {
+            format!("/ip4/127.0.0.1/udp/{}/quic-v1", ports[i])
+        } else {
+            format!("/ip4/127.0.0.1/tcp/{}", ports[i])
+        }
+    };
     let mut nodes = Vec::new();
     for i in 0..honest as usize {
         let dir = d.join(format!("node-{i}"));
@@ -429,6 +446,19 @@ fn a_rogue_peer_is_rejected_and_the_honest_nodes_still_agree() {
     }
     assert!(replays >= 1, "no node logged the replay");
     eprintln!("node 0's log:\n{}", nodes[0].stderr());
+}
+
+/// The same over QUIC: every node listens and dials on `/udp/…/quic-v1` only.
+#[test]
+fn nodes_agree_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, first) = start_nodes(dir.path(), 3, 3, 2, "# quic\n");
+    assert!(first.to_string().contains("/quic-v1"));
+    wait_all(&mut nodes, Duration::from_secs(240));
+    assert_agreement(&nodes, 2);
+    for n in &nodes {
+        assert!(n.stderr().contains("quic-v1"), "{}", n.stderr());
+    }
 }
 
 /// An operator killed with SIGKILL during a round: the round closes at the deadline with the
