@@ -1,6 +1,7 @@
 //! The operator network: a libp2p swarm (TCP with noise and yamux, and QUIC; gossipsub,
-//! identify, request-response for checkpoint transfer) on which the operators of a job announce their attested enclaves, exchange their signed updates and
-//! report the model each round ended on. One topic per message kind and job:
+//! identify, request-response for checkpoint transfer) on which the operators of a job
+//! announce their attested enclaves, exchange their signed updates and report the model each
+//! round ended on. One topic per message kind and job:
 //! `conclave/<job>/announce`, `conclave/<job>/updates`, `conclave/<job>/heartbeat`.
 //!
 //! Gossipsub runs in manual-validation mode: nothing is forwarded before [`State::validate`]
