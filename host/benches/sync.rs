@@ -87,7 +87,7 @@ fn plain_tcp(bytes: &[u8], want: &[u8]) -> f64 {
     let mut c = std::net::TcpStream::connect(addr).expect("connect");
     let mut got = Vec::with_capacity(bytes.len());
     c.read_to_end(&mut got).expect("read");
-    assert_eq!(Sha256::digest(&got).as_slice(), want);
+    assert_eq!(&Sha256::digest(&got)[..], want);
     let s = t.elapsed().as_secs_f64();
     h.join().expect("sender");
     s
@@ -175,6 +175,6 @@ async fn sync(weights: std::path::PathBuf, want: &[u8]) -> f64 {
             }
         }
     }
-    assert_eq!(Sha256::digest(&got).as_slice(), want);
+    assert_eq!(&Sha256::digest(&got)[..], want);
     t.elapsed().as_secs_f64()
 }

@@ -65,6 +65,14 @@ pub fn parse_update_payload(p: &[u8]) -> Result<(u64, [u8; 32])> {
 /// A peer's signed receipt: the envelope and its payload (the receipt JSON).
 pub type SignedReceipt = (Vec<u8>, Vec<u8>);
 
+/// The round of an encoded `update` envelope.
+fn parse_envelope_round(b: &[u8]) -> Option<u64> {
+    Envelope::decode(b)
+        .ok()
+        .and_then(|e| parse_update_payload(&e.payload).ok())
+        .map(|(r, _)| r)
+}
+
 /// The job as the network layer sees it.
 #[derive(Clone)]
 pub struct JobView {
@@ -115,6 +123,8 @@ pub struct State {
     pub receipts: BTreeMap<u64, BTreeMap<u32, SignedReceipt>>,
     /// Announces accepted for the first time since the driver last looked.
     pub new_peers: Vec<u32>,
+    /// Updates gossiped by reference, to fetch from their publisher.
+    pub wanted: Vec<(u64, gossip::BlobRef, PeerId)>,
     /// Where equivocation evidence is written.
     pub evidence_dir: PathBuf,
     /// Counters of verdicts, by kind of reason (for logs and tests).
@@ -134,6 +144,7 @@ impl State {
             heartbeats: BTreeMap::new(),
             receipts: BTreeMap::new(),
             new_peers: Vec::new(),
+            wanted: Vec::new(),
             evidence_dir,
             rejected: 0,
             ignored: 0,
@@ -294,7 +305,34 @@ impl State {
         Verdict::Accept
     }
 
+    /// An update whose envelope was fetched by reference (or our own), judged like one that
+    /// came inline.
+    pub fn accept_update(&mut self, u: gossip::Update, source: Option<&PeerId>) -> Verdict {
+        self.on_update(u, source)
+    }
+
     fn on_update(&mut self, u: gossip::Update, source: Option<&PeerId>) -> Verdict {
+        if let Some(b) = u.blob {
+            // Judged once fetched; only the round window can be checked now.
+            if u.round < self.round || u.round > self.round + ROUND_WINDOW {
+                return Verdict::Ignore(format!(
+                    "update by reference for round {} outside the window (current {})",
+                    u.round, self.round
+                ));
+            }
+            let Some(src) = source else {
+                return Verdict::Reject("an update by reference without its publisher".into());
+            };
+            if self.peers.values().all(|p| p.peer_id != *src) {
+                return Verdict::Ignore(format!(
+                    "update by reference from {src}, not an announced operator"
+                ));
+            }
+            if !self.wanted.iter().any(|(_, w, _)| w.sha256 == b.sha256) {
+                self.wanted.push((u.round, b, *src));
+            }
+            return Verdict::Accept;
+        }
         let _ = source; // any peer may relay an update: the enclave's signature is what counts
         let env = match Envelope::decode(&u.envelope.0) {
             Ok(e) => e,
@@ -568,6 +606,18 @@ pub struct Net {
     pub offer: Option<Offer>,
     /// Answers to our sync requests, by request.
     answers: HashMap<OutboundRequestId, Result<SyncResponse, String>>,
+    /// Our payloads gossiped by reference, by SHA-256 (hex).
+    pub blobs: HashMap<String, Vec<u8>>,
+    /// Updates being fetched by reference.
+    fetches: HashMap<OutboundRequestId, Fetch>,
+}
+
+/// An update being fetched by reference from its publisher.
+struct Fetch {
+    round: u64,
+    blob: gossip::BlobRef,
+    from: PeerId,
+    buf: Vec<u8>,
 }
 
 /// A checkpoint this node serves: the weights file, its description and signed manifest.
@@ -589,9 +639,14 @@ impl Offer {
         if let Err(e) = req.check() {
             return refused(e);
         }
-        let (SyncRequest::Latest { job_id } | SyncRequest::Chunk { job_id, .. }) = req;
+        let (SyncRequest::Latest { job_id }
+        | SyncRequest::Chunk { job_id, .. }
+        | SyncRequest::Blob { job_id, .. }) = req;
         if job_id != job_hex {
             return refused(format!("this node serves job {job_hex}"));
+        }
+        if let SyncRequest::Blob { sha256, .. } = req {
+            return refused(format!("no payload {sha256} held"));
         }
         let Some(o) = offer else {
             return SyncResponse::NoCheckpoint;
@@ -631,6 +686,7 @@ impl Offer {
                     Err(e) => refused(format!("reading the checkpoint: {e}")),
                 }
             }
+            SyncRequest::Blob { .. } => refused("no payload held".into()),
         }
     }
 }
@@ -650,6 +706,8 @@ impl Net {
             clock: crate::run::now,
             offer: None,
             answers: HashMap::new(),
+            blobs: HashMap::new(),
+            fetches: HashMap::new(),
         })
     }
 
@@ -749,6 +807,7 @@ impl Net {
                     );
                 }
                 self.after_announces();
+                self.start_fetches();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync(ev),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -774,7 +833,38 @@ impl Net {
             } => {
                 // Only operators of the job may fetch checkpoints.
                 let known = self.state.peers.values().any(|p| p.peer_id == peer);
-                let resp = if known {
+                let resp = if !known {
+                    SyncResponse::Refused {
+                        reason: "not an announced operator of the job".into(),
+                    }
+                } else if let SyncRequest::Blob {
+                    job_id,
+                    sha256,
+                    offset,
+                    len,
+                } = &request
+                {
+                    match (request.check(), self.blobs.get(sha256)) {
+                        (Err(e), _) => SyncResponse::Refused { reason: e },
+                        _ if *job_id != self.state.view.job_hex => SyncResponse::Refused {
+                            reason: "another job".into(),
+                        },
+                        (_, None) => SyncResponse::Refused {
+                            reason: format!("no payload {sha256} held"),
+                        },
+                        (_, Some(b)) if *offset >= b.len() as u64 => SyncResponse::Refused {
+                            reason: format!("offset {offset} beyond {} bytes", b.len()),
+                        },
+                        (_, Some(b)) => {
+                            let start = *offset as usize;
+                            let end = (start + *len as usize).min(b.len());
+                            SyncResponse::Chunk {
+                                offset: *offset,
+                                bytes: conclave_protocol::channel::Blob(b[start..end].to_vec()),
+                            }
+                        }
+                    }
+                } else if known {
                     Offer::answer(self.offer.as_ref(), &self.state.view.job_hex, &request)
                 } else {
                     SyncResponse::Refused {
@@ -791,15 +881,141 @@ impl Net {
                     },
                 ..
             } => {
-                self.answers.insert(request_id, Ok(response));
+                if let Some(f) = self.fetches.remove(&request_id) {
+                    self.on_fetched(f, response);
+                } else {
+                    self.answers.insert(request_id, Ok(response));
+                }
             }
             Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                self.answers.insert(request_id, Err(error.to_string()));
+                if let Some(f) = self.fetches.remove(&request_id) {
+                    eprintln!(
+                        "fetching update {} of round {} from {}: {error}",
+                        f.blob.sha256, f.round, f.from
+                    );
+                } else {
+                    self.answers.insert(request_id, Err(error.to_string()));
+                }
             }
             _ => {}
         }
+    }
+
+    /// Starts fetching the updates gossiped by reference that validation asked for.
+    fn start_fetches(&mut self) {
+        for (round, blob, from) in std::mem::take(&mut self.state.wanted) {
+            let f = Fetch {
+                round,
+                blob,
+                from,
+                buf: Vec::new(),
+            };
+            self.next_chunk(f);
+        }
+    }
+
+    fn next_chunk(&mut self, f: Fetch) {
+        let req = SyncRequest::Blob {
+            job_id: self.state.view.job_hex.clone(),
+            sha256: f.blob.sha256.clone(),
+            offset: f.buf.len() as u64,
+            len: sync::MAX_CHUNK,
+        };
+        let id = self.swarm.behaviour_mut().sync.send_request(&f.from, req);
+        self.fetches.insert(id, f);
+    }
+
+    fn on_fetched(&mut self, mut f: Fetch, response: SyncResponse) {
+        match response {
+            SyncResponse::Chunk { offset, bytes }
+                if offset == f.buf.len() as u64
+                    && !bytes.0.is_empty()
+                    && offset + bytes.0.len() as u64 <= f.blob.size =>
+            {
+                f.buf.extend_from_slice(&bytes.0);
+            }
+            other => {
+                eprintln!(
+                    "fetching update {} of round {} from {}: answered {other:?}",
+                    f.blob.sha256, f.round, f.from
+                );
+                return;
+            }
+        }
+        if (f.buf.len() as u64) < f.blob.size {
+            self.next_chunk(f);
+            return;
+        }
+        if hex::encode(Sha256::digest(&f.buf)) != f.blob.sha256 {
+            eprintln!(
+                "update {} of round {} from {}: the bytes hash otherwise; dropped",
+                f.blob.sha256, f.round, f.from
+            );
+            return;
+        }
+        let size = f.buf.len();
+        let u = gossip::Update {
+            round: f.round,
+            envelope: conclave_protocol::channel::Blob(f.buf),
+            blob: None,
+        };
+        match self.state.accept_update(u, Some(&f.from)) {
+            Verdict::Accept => eprintln!(
+                "fetched update of round {} ({size} bytes) from {} by reference",
+                f.round, f.from
+            ),
+            Verdict::Ignore(why) | Verdict::Reject(why) => {
+                eprintln!("fetched update from {}: {why}", f.from)
+            }
+        }
+    }
+
+    /// Publishes our signed update: inline, or by reference when its message would be larger
+    /// than `inline_max` bytes (peers fetch it from us). Returns the message to re-publish.
+    pub fn publish_update(
+        &mut self,
+        round: u64,
+        envelope: Vec<u8>,
+        inline_max: usize,
+    ) -> Result<Vec<u8>> {
+        let inline = Message::Update(gossip::Update {
+            round,
+            envelope: conclave_protocol::channel::Blob(envelope.clone()),
+            blob: None,
+        });
+        if let Ok(bytes) = inline.encode()
+            && bytes.len() <= inline_max
+        {
+            self.publish_own(&inline)?;
+            return Ok(bytes);
+        }
+        let sha256 = hex::encode(Sha256::digest(&envelope));
+        let me = self.local_peer_id();
+        let own = gossip::Update {
+            round,
+            envelope: conclave_protocol::channel::Blob(envelope.clone()),
+            blob: None,
+        };
+        if let Verdict::Reject(r) = self.state.accept_update(own, Some(&me)) {
+            anyhow::bail!("our own update is invalid: {r}");
+        }
+        let msg = Message::Update(gossip::Update {
+            round,
+            envelope: conclave_protocol::channel::Blob(Vec::new()),
+            blob: Some(gossip::BlobRef {
+                sha256: sha256.clone(),
+                size: envelope.len() as u64,
+            }),
+        });
+        // Keep this round's and the previous round's payloads to serve.
+        self.blobs
+            .retain(|_, b| parse_envelope_round(b).is_some_and(|r| r + 1 >= round));
+        self.blobs.insert(sha256, envelope);
+        let bytes = msg.encode()?;
+        self.publish(Kind::Update, bytes.clone())?;
+        Ok(bytes)
     }
 
     /// Sends a sync request to `peer` and runs the swarm until its answer (or a failure).
@@ -973,6 +1189,7 @@ mod tests {
         Message::Update(Update {
             round,
             envelope: Blob(env.encode()),
+            blob: None,
         })
         .encode()
         .unwrap()

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use conclave_attestation::eip712::job_word;
 use conclave_attestation::{JobId, Measurement};
 use conclave_protocol::channel::{Blob, JobSpec, PeerEvidence, Request, Response};
-use conclave_protocol::gossip::{Announce, Heartbeat, Kind, Message, Update};
+use conclave_protocol::gossip::{Announce, Heartbeat, Kind, Message};
 use conclave_protocol::receipt::RoundReceipt;
 use libp2p::{Multiaddr, identity};
 use serde::{Deserialize, Serialize};
@@ -129,6 +129,14 @@ pub struct NodeSection {
     /// rounds).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Updates whose gossip message would be larger than this many bytes travel by
+    /// request-response (the gossip message names their hash; peers fetch them from us).
+    #[serde(default = "default_inline_max")]
+    pub update_inline_max: usize,
+}
+
+fn default_inline_max() -> usize {
+    conclave_protocol::gossip::MAX_UPDATE
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -454,11 +462,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         let own = own_slot.as_ref().context("the enclave channel is gone")?;
         check_signed(&update, &domain, "update", own)?;
         update_bytes.push(update.len() as u64);
-        let msg = Message::Update(Update {
-            round,
-            envelope: Blob(update.clone()),
-        });
-        net.publish_own(&msg)?;
+        let msg = net.publish_update(round, update.clone(), cfg.node.update_inline_max)?;
 
         // The round barrier.
         let round_deadline = Instant::now() + round_timeout;
@@ -495,7 +499,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
                 bail!("round {round}: only {got} updates (quorum {quorum}) after the deadline");
             }
             // Re-publish ours for peers that may have missed it (they ignore duplicates).
-            net.publish(Kind::Update, msg.encode()?)?;
+            net.publish(Kind::Update, msg.clone())?;
         }
 
         if behind {

@@ -295,6 +295,7 @@ fn rogue(bootstrap: Multiaddr, stop: Arc<AtomicBool>) -> Vec<String> {
             Message::Update(Update {
                 round,
                 envelope: Blob(env.encode()),
+                blob: None,
             })
             .encode()
             .unwrap()
@@ -446,6 +447,26 @@ fn a_rogue_peer_is_rejected_and_the_honest_nodes_still_agree() {
     }
     assert!(replays >= 1, "no node logged the replay");
     eprintln!("node 0's log:\n{}", nodes[0].stderr());
+}
+
+/// Updates larger than the inline limit (here every one: 1 KiB) travel by request-response:
+/// the gossip message names the envelope's hash and size, every peer fetches it from the
+/// publisher in chunks, checks the hash and judges it like an inline update.
+#[test]
+fn updates_by_reference_are_fetched_and_agreed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = start_nodes(dir.path(), 3, 3, 2, "update_inline_max = 1024\n");
+    wait_all(&mut nodes, Duration::from_secs(240));
+    assert_agreement(&nodes, 2);
+    for n in &nodes {
+        let fetched = n
+            .stderr()
+            .lines()
+            .filter(|l| l.starts_with("fetched update of round"))
+            .count();
+        // Two peers' updates in each of two rounds.
+        assert!(fetched >= 4, "{}", n.stderr());
+    }
 }
 
 /// The same over QUIC: every node listens and dials on `/udp/…/quic-v1` only.

@@ -138,14 +138,32 @@ pub struct Announce {
     pub addrs: Vec<String>,
 }
 
-/// A signed update of a round, as its enclave sealed it.
+/// A signed update of a round, as its enclave sealed it: inline, or (when it would exceed
+/// the gossip limit) a reference that receivers resolve by request-response from the
+/// publisher ([`crate::sync::SyncRequest::Blob`]), then check like an inline one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     pub round: u64,
-    /// The encoded `update` envelope.
+    /// The encoded `update` envelope (empty when `blob` names it).
+    #[serde(default)]
     pub envelope: Blob,
+    /// The envelope travels by request-response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRef>,
 }
+
+/// A large payload named by hash, fetched from the publisher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobRef {
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Largest payload carried by reference.
+pub const MAX_BLOB: u64 = 1 << 30;
 
 /// The model an operator's round ended on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,12 +320,20 @@ impl Message {
                 }
                 Ok(())
             }
-            Message::Update(u) => {
-                if u.envelope.0.is_empty() {
-                    return Err(field("envelope", "empty"));
+            Message::Update(u) => match &u.blob {
+                None if u.envelope.0.is_empty() => Err(field("envelope", "empty")),
+                None => Ok(()),
+                Some(_) if !u.envelope.0.is_empty() => Err(field(
+                    "blob",
+                    "an update is inline or by reference, not both",
+                )),
+                Some(b) => {
+                    if b.size == 0 || b.size > MAX_BLOB {
+                        return Err(field("blob", format!("{} bytes (1 to {MAX_BLOB})", b.size)));
+                    }
+                    hex_field("blob.sha256", &b.sha256, 32)
                 }
-                Ok(())
-            }
+            },
             Message::Heartbeat(h) => {
                 if h.operator >= MAX_OPERATORS {
                     return Err(field(
@@ -371,6 +397,15 @@ mod tests {
             Message::Update(Update {
                 round: 3,
                 envelope: Blob(vec![1, 2, 3]),
+                blob: None,
+            }),
+            Message::Update(Update {
+                round: 3,
+                envelope: Blob(Vec::new()),
+                blob: Some(BlobRef {
+                    sha256: "ab".repeat(32),
+                    size: 20 << 20,
+                }),
             }),
             Message::Heartbeat(Heartbeat {
                 operator: 1,

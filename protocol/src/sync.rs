@@ -34,6 +34,14 @@ pub enum SyncRequest {
         offset: u64,
         len: u32,
     },
+    /// `len` bytes from `offset` of a payload gossiped by reference
+    /// ([`crate::gossip::BlobRef`]), named by its SHA-256 (hex).
+    Blob {
+        job_id: String,
+        sha256: String,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// Peer → joiner.
@@ -70,7 +78,7 @@ impl SyncRequest {
     pub fn check(&self) -> Result<(), String> {
         match self {
             SyncRequest::Latest { .. } => Ok(()),
-            SyncRequest::Chunk { len, offset, .. } => {
+            SyncRequest::Chunk { len, offset, .. } | SyncRequest::Blob { len, offset, .. } => {
                 if *len == 0 || *len > MAX_CHUNK {
                     return Err(format!("chunk length {len} (1 to {MAX_CHUNK})"));
                 }
