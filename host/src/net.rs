@@ -40,7 +40,9 @@ use libp2p::gossipsub::{
 };
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, kad, noise, tcp, yamux,
+};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -496,7 +498,12 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     /// Checkpoint transfer ([`conclave_protocol::sync`]).
     pub sync: request_response::json::Behaviour<SyncRequest, SyncResponse>,
+    /// Peer discovery beyond the bootstrap list.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
 }
+
+/// The Kademlia protocol of the operator network.
+pub const KAD_PROTOCOL: &str = "/conclave/kad/1.0.0";
 
 /// The job's topics, by kind.
 pub fn topics(job_hex: &str) -> Vec<(Kind, IdentTopic)> {
@@ -571,10 +578,17 @@ pub fn build_swarm(keypair: identity::Keypair, job_hex: &str) -> Result<Swarm<Be
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(30)),
                 );
+                let mut kad = kad::Behaviour::with_config(
+                    key.public().to_peer_id(),
+                    kad::store::MemoryStore::new(key.public().to_peer_id()),
+                    kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
+                );
+                kad.set_mode(Some(kad::Mode::Server));
                 Ok(Behaviour {
                     gossipsub: gs,
                     identify,
                     sync,
+                    kad,
                 })
             },
         )
@@ -810,6 +824,32 @@ impl Net {
                 self.start_fetches();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync(ev),
+            // Discovery: what a peer says it listens on goes into the Kademlia table, and a
+            // lookup of our own id finds the peers our bootstrap peers know.
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let b = self.swarm.behaviour_mut();
+                let mut new = false;
+                for a in info.listen_addrs {
+                    new |= matches!(b.kad.add_address(&peer_id, a), kad::RoutingUpdate::Success);
+                }
+                if new {
+                    let _ = b.kad.bootstrap();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                ..
+            })) if peer != self.local_peer_id() && !self.swarm.is_connected(&peer) => {
+                eprintln!("kademlia: found {peer}");
+                if let Some(a) = addresses.iter().next() {
+                    self.dial(a.clone());
+                }
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 eprintln!("connected to {peer_id}");
             }
@@ -1119,6 +1159,47 @@ impl Net {
 
 #[cfg(test)]
 mod tests {
+    /// Kademlia: two peers that only know a third one find and connect to each other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_find_each_other_through_kademlia() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let net = |i: u32| {
+            super::Net::new(
+                identity::Keypair::generate_ed25519(),
+                State::new(view(), dir.path().join(format!("eq-{i}"))),
+            )
+            .unwrap()
+        };
+        let (mut a, mut b, mut c) = (net(0), net(1), net(2));
+        a.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        b.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        c.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        let bootstrap = a.listen_addrs[0].clone();
+        b.dial(bootstrap.clone());
+        c.dial(bootstrap);
+        let (bid, cid) = (b.local_peer_id(), c.local_peer_id());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !(b.swarm.is_connected(&cid) && c.swarm.is_connected(&bid)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "b and c did not find each other"
+            );
+            tokio::select! {
+                ev = a.swarm.select_next_some() => a.on_event(ev),
+                ev = b.swarm.select_next_some() => b.on_event(ev),
+                ev = c.swarm.select_next_some() => c.on_event(ev),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
     use super::*;
     use conclave_attestation::sim::default_sim_measurement;
     use conclave_attestation::{EnclaveKey, SimAttester, SimConfig};
