@@ -86,6 +86,25 @@ pub fn parse_update_payload(p: &[u8]) -> Result<(u64, [u8; 32], &[u8])> {
     Ok((u64::from_le_bytes(r), h, &p[48..]))
 }
 
+/// Appraises evidence under `policy`; a rejection names every reason.
+fn appraise_accepted(
+    ev: &Evidence,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<AcceptedEvidence, Refusal> {
+    let a = appraise(ev, &Endorsements::default(), policy, now).or_refuse("bad_evidence")?;
+    a.accepted().ok_or_else(|| {
+        refuse(
+            "evidence_rejected",
+            a.reasons
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
 fn address20(what: &str, text: &str) -> Result<[u8; 20], Refusal> {
     let b = conclave_attestation::types::decode_hex(text)
         .map_err(|e| refuse("bad_request", format!("{what}: {e}")))?;
@@ -369,17 +388,7 @@ impl Enclave {
         now: UnixTime,
     ) -> Result<(AcceptedEvidence, BindingContext), Refusal> {
         let ev = Evidence::decode(&peer.evidence.0).or_refuse("bad_evidence")?;
-        let a = appraise(&ev, &Endorsements::default(), policy, now).or_refuse("bad_evidence")?;
-        let acc = a.accepted().ok_or_else(|| {
-            refuse(
-                "evidence_rejected",
-                a.reasons
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let acc = appraise_accepted(&ev, policy, now)?;
         let ctx = BindingContext {
             job_id: *job,
             nonce: Nonce::from_hex(&peer.nonce).or_refuse("bad_evidence")?,
@@ -649,18 +658,7 @@ impl Enclave {
             .ok_or_else(|| refuse("no_evidence", "say hello first"))?;
         // Consent only to what the enclave's own evidence states, and only when it passes the
         // job's policy (the measurement must be one the customer allows).
-        let a = appraise(evidence, &Endorsements::default(), &j.policy, now)
-            .or_refuse("bad_evidence")?;
-        let acc = a.accepted().ok_or_else(|| {
-            refuse(
-                "evidence_rejected",
-                a.reasons
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let acc = appraise_accepted(evidence, &j.policy, now)?;
         let measurement = chain_measurement(acc.tee(), &acc.measurement());
         let evidence_hash = acc.evidence_hash().0;
         let sig = self.key.sign_registration(

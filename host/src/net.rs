@@ -67,14 +67,6 @@ pub fn parse_update_payload(p: &[u8]) -> Result<(u64, [u8; 32])> {
 /// A peer's signed receipt: the envelope and its payload (the receipt JSON).
 pub type SignedReceipt = (Vec<u8>, Vec<u8>);
 
-/// The round of an encoded `update` envelope.
-fn parse_envelope_round(b: &[u8]) -> Option<u64> {
-    Envelope::decode(b)
-        .ok()
-        .and_then(|e| parse_update_payload(&e.payload).ok())
-        .map(|(r, _)| r)
-}
-
 /// The job as the network layer sees it.
 #[derive(Clone)]
 pub struct JobView {
@@ -620,8 +612,8 @@ pub struct Net {
     pub offer: Option<Offer>,
     /// Answers to our sync requests, by request.
     answers: HashMap<OutboundRequestId, Result<SyncResponse, String>>,
-    /// Our payloads gossiped by reference, by SHA-256 (hex).
-    pub blobs: HashMap<String, Vec<u8>>,
+    /// Our payloads gossiped by reference, by SHA-256 (hex), with their round.
+    pub blobs: HashMap<String, (u64, Vec<u8>)>,
     /// Updates being fetched by reference.
     fetches: HashMap<OutboundRequestId, Fetch>,
 }
@@ -892,10 +884,10 @@ impl Net {
                         (_, None) => SyncResponse::Refused {
                             reason: format!("no payload {sha256} held"),
                         },
-                        (_, Some(b)) if *offset >= b.len() as u64 => SyncResponse::Refused {
+                        (_, Some((_, b))) if *offset >= b.len() as u64 => SyncResponse::Refused {
                             reason: format!("offset {offset} beyond {} bytes", b.len()),
                         },
-                        (_, Some(b)) => {
+                        (_, Some((_, b))) => {
                             let start = *offset as usize;
                             let end = (start + *len as usize).min(b.len());
                             SyncResponse::Chunk {
@@ -1020,40 +1012,39 @@ impl Net {
         envelope: Vec<u8>,
         inline_max: usize,
     ) -> Result<Vec<u8>> {
-        let inline = Message::Update(gossip::Update {
-            round,
-            envelope: conclave_protocol::channel::Blob(envelope.clone()),
-            blob: None,
-        });
-        if let Ok(bytes) = inline.encode()
-            && bytes.len() <= inline_max
-        {
-            self.publish_own(&inline)?;
-            return Ok(bytes);
-        }
-        let sha256 = hex::encode(Sha256::digest(&envelope));
-        let me = self.local_peer_id();
+        // Our own update enters the state as a peer's would.
         let own = gossip::Update {
             round,
-            envelope: conclave_protocol::channel::Blob(envelope.clone()),
+            envelope: conclave_protocol::channel::Blob(envelope),
             blob: None,
         };
-        if let Verdict::Reject(r) = self.state.accept_update(own, Some(&me)) {
+        let me = self.local_peer_id();
+        if let Verdict::Reject(r) = self.state.accept_update(own.clone(), Some(&me)) {
             anyhow::bail!("our own update is invalid: {r}");
         }
-        let msg = Message::Update(gossip::Update {
-            round,
-            envelope: conclave_protocol::channel::Blob(Vec::new()),
-            blob: Some(gossip::BlobRef {
-                sha256: sha256.clone(),
-                size: envelope.len() as u64,
-            }),
-        });
-        // Keep this round's and the previous round's payloads to serve.
-        self.blobs
-            .retain(|_, b| parse_envelope_round(b).is_some_and(|r| r + 1 >= round));
-        self.blobs.insert(sha256, envelope);
-        let bytes = msg.encode()?;
+        let inline = Message::Update(own.clone())
+            .encode()
+            .ok()
+            .filter(|b| b.len() <= inline_max);
+        let bytes = match inline {
+            Some(b) => b,
+            None => {
+                let envelope = own.envelope.0;
+                let sha256 = hex::encode(Sha256::digest(&envelope));
+                let msg = Message::Update(gossip::Update {
+                    round,
+                    envelope: conclave_protocol::channel::Blob(Vec::new()),
+                    blob: Some(gossip::BlobRef {
+                        sha256: sha256.clone(),
+                        size: envelope.len() as u64,
+                    }),
+                });
+                // Keep this round's and the previous round's payloads to serve.
+                self.blobs.retain(|_, (r, _)| *r + 1 >= round);
+                self.blobs.insert(sha256, (round, envelope));
+                msg.encode()?
+            }
+        };
         self.publish(Kind::Update, bytes.clone())?;
         Ok(bytes)
     }

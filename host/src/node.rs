@@ -259,22 +259,12 @@ fn random_nonce() -> String {
     hex::encode(b)
 }
 
-/// Runs an enclave request on a blocking thread while the swarm keeps running.
-async fn call_signed(
-    net: &mut Net,
-    op: &mut Option<Operator>,
-    req: Request,
-) -> Result<(Vec<u8>, Operator)> {
-    let mut o = op.take().context("the enclave channel is gone")?;
-    let h = tokio::task::spawn_blocking(move || {
-        let r = o.channel.signed(&req);
-        (r, o)
-    });
-    let (r, o) = net
-        .pump_until(h)
-        .await
-        .map_err(|e| anyhow::anyhow!("an enclave call panicked: {e}"))?;
-    Ok((r?, o))
+/// An enclave request whose answer is a signed envelope (see [`call_enclave`]).
+async fn call_signed(net: &mut Net, op: &mut Option<Operator>, req: Request) -> Result<Vec<u8>> {
+    match call_enclave(net, op, req).await? {
+        Response::Signed { envelope } => Ok(envelope.0),
+        other => bail!("expected a signed envelope, got {other:?}"),
+    }
 }
 
 /// Runs a node to the end of the job.
@@ -456,9 +446,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     }
     while round < jobcfg.rounds {
         net.state.round = round;
-        let (update, o) =
-            call_signed(&mut net, &mut own_slot, Request::TrainRound { round }).await?;
-        own_slot = Some(o);
+        let update = call_signed(&mut net, &mut own_slot, Request::TrainRound { round }).await?;
         let own = own_slot.as_ref().context("the enclave channel is gone")?;
         check_signed(&update, &domain, "update", own)?;
         update_bytes.push(update.len() as u64);
@@ -563,8 +551,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
             updates: set.values().map(|u| Blob(u.clone())).collect(),
             peers,
         };
-        let (receipt_env, o) = call_signed(&mut net, &mut own_slot, req).await?;
-        own_slot = Some(o);
+        let receipt_env = call_signed(&mut net, &mut own_slot, req).await?;
         let own = own_slot.as_ref().context("the enclave channel is gone")?;
         let payload = check_signed(&receipt_env, &domain, "round-receipt", own)?;
         let receipt = RoundReceipt::from_json(&payload).context("our receipt")?;
@@ -606,8 +593,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
             .is_some_and(|oc| (round + 1) % oc.interval == 0);
         let every = cfg.node.checkpoint_every;
         if chain_round || (every > 0 && (round + 1) % every == 0) {
-            let (resp, o) = call_enclave(&mut net, &mut own_slot, Request::Checkpoint).await?;
-            own_slot = Some(o);
+            let resp = call_enclave(&mut net, &mut own_slot, Request::Checkpoint).await?;
             let own = own_slot.as_ref().context("the enclave channel is gone")?;
             let (step, weights, manifest) =
                 store_checkpoint(&dir, resp, &domain, own, &model_hash)?;
@@ -712,12 +698,9 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
     Ok(summary)
 }
 
-/// Any enclave request on a blocking thread while the swarm keeps running.
-async fn call_enclave(
-    net: &mut Net,
-    op: &mut Option<Operator>,
-    req: Request,
-) -> Result<(Response, Operator)> {
+/// Runs an enclave request on a blocking thread while the swarm keeps running; the operator
+/// goes back into its slot when the call returns.
+async fn call_enclave(net: &mut Net, op: &mut Option<Operator>, req: Request) -> Result<Response> {
     let mut o = op.take().context("the enclave channel is gone")?;
     let h = tokio::task::spawn_blocking(move || {
         let r = o.channel.call(&req);
@@ -727,7 +710,8 @@ async fn call_enclave(
         .pump_until(h)
         .await
         .map_err(|e| anyhow::anyhow!("an enclave call panicked: {e}"))?;
-    Ok((r?, o))
+    *op = Some(o);
+    r
 }
 
 /// The on-chain job as a node works for it.
@@ -1055,8 +1039,7 @@ async fn sync_from(
         manifest: Some(manifest),
         signer: Some(signer),
     };
-    let (resp, o) = call_enclave(net, own_slot, req).await?;
-    *own_slot = Some(o);
+    let resp = call_enclave(net, own_slot, req).await?;
     let Response::Checkpoint { weights, .. } = resp else {
         bail!("loading the checkpoint answered with something else");
     };
@@ -1089,8 +1072,7 @@ async fn commit_round(
         job: oc.job,
         round,
     };
-    let (resp, o) = call_enclave(net, own_slot, req).await?;
-    *own_slot = Some(o);
+    let resp = call_enclave(net, own_slot, req).await?;
     let Response::Commitment {
         round: r,
         model_hash: mh,

@@ -4,6 +4,8 @@
 //! receipt, evidence the policy rejects, and unusable input. Last, Ctrl-C during a demo stops
 //! every process it started.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,22 +14,7 @@ use conclave_host::audit::{AuditInput, AuditReport, audit};
 use conclave_host::chain::Anvil;
 use conclave_host::demo::{DemoOptions, demo_policy, run_demo};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn enclave_program() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_conclave"))
-        .parent()
-        .unwrap()
-        .join("conclave-enclave");
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (cargo build -p conclave-enclave)",
-        p.display()
-    );
-    p
-}
+use common::{enclave_program, root};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

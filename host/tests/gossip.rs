@@ -4,6 +4,8 @@
 //! replay of an earlier round) is rejected or ignored with logged reasons, and the honest
 //! operators still agree.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -21,24 +23,9 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, identity};
 
+use common::{enclave_program, root};
+
 const JOB: &str = "7e57000000000000000000000000000000000000000000000000000000000001";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn enclave_program() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_conclave"))
-        .parent()
-        .unwrap()
-        .join("conclave-enclave");
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (cargo build -p conclave-enclave)",
-        p.display()
-    );
-    p
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,7 +2,8 @@
 //! evidence, trains two rounds on the real corpus, and stores signed receipts and a checkpoint
 //! that verify against the enclaves' evidence; altered bytes do not.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
 use conclave_attestation::sim::default_sim_measurement;
@@ -11,23 +12,7 @@ use conclave_attestation::{
 };
 use conclave_protocol::receipt::RoundReceipt;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `conclave-enclave`, built by `cargo test --workspace` beside `conclave`.
-fn enclave_program() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_conclave"))
-        .parent()
-        .unwrap()
-        .join("conclave-enclave");
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (cargo build -p conclave-enclave)",
-        p.display()
-    );
-    p
-}
+use common::{enclave_program, root};
 
 #[test]
 fn run_trains_rounds_on_sim_enclaves_and_stores_verifiable_results() {
