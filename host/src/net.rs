@@ -570,10 +570,15 @@ pub fn build_swarm(keypair: identity::Keypair, job_hex: &str) -> Result<Swarm<Be
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(30)),
                 );
+                // Look up our own id again every few seconds: an operator set is small and
+                // forms within seconds, and a lookup made before the bootstrap peer learned the
+                // others' addresses finds nobody.
+                let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+                kad_config.set_periodic_bootstrap_interval(Some(Duration::from_secs(5)));
                 let mut kad = kad::Behaviour::with_config(
                     key.public().to_peer_id(),
                     kad::store::MemoryStore::new(key.public().to_peer_id()),
-                    kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
+                    kad_config,
                 );
                 kad.set_mode(Some(kad::Mode::Server));
                 Ok(Behaviour {
