@@ -49,6 +49,18 @@ impl Channel {
         })
     }
 
+    /// A second handle on the connection: shutting it down ends a call waiting for an answer
+    /// (a watchdog's way to stop waiting on a guest that died).
+    pub fn shutdown_handle(&self) -> Result<UnixStream> {
+        Ok(self.r.get_ref().try_clone()?)
+    }
+
+    /// Bounds how long one answer may take (`None`: wait as long as it takes).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.r.get_ref().set_read_timeout(timeout)?;
+        Ok(())
+    }
+
     /// Sends `req` and returns the answer; a refusal is an error of type [`Refused`].
     pub fn call(&mut self, req: &Request) -> Result<Response> {
         write_frame(&mut self.w, req).context("writing to the enclave")?;
@@ -102,6 +114,9 @@ fn default_cache() -> PathBuf {
 pub enum VmTee {
     Snp,
     Tdx,
+    /// A plain VM (KVM when available, else TCG emulation) whose enclave uses the `sim`
+    /// attester: for booting and testing an image on a machine without a TEE.
+    None,
 }
 
 /// A confidential VM's launch: everything its qemu command line is built from.
@@ -111,8 +126,10 @@ pub struct QemuConfig {
     pub tee: VmTee,
     #[serde(default = "default_qemu")]
     pub qemu: PathBuf,
-    /// OVMF (SNP: the measured `OVMF.fd`; TDX: TDVF).
-    pub firmware: PathBuf,
+    /// OVMF (SNP: the measured `OVMF.fd`; TDX: TDVF). Optional for `tee = "none"` (qemu's
+    /// default BIOS then loads the kernel).
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     #[serde(default)]
@@ -128,6 +145,14 @@ pub struct QemuConfig {
     /// SNP guest policy.
     #[serde(default = "default_snp_policy")]
     pub snp_policy: u64,
+    /// For `tee = "none"`: the accelerator (`kvm`, `tcg`); default: KVM where it works, else
+    /// TCG emulation.
+    #[serde(default)]
+    pub accel: Option<String>,
+    /// The image's root filesystem with its dm-verity tree (`rootfs.img` of `conclave image
+    /// build`), attached read-only as the first disk.
+    #[serde(default)]
+    pub root_disk: Option<PathBuf>,
     /// Extra disk (the dataset), attached read-only.
     #[serde(default)]
     pub data_disk: Option<PathBuf>,
@@ -175,6 +200,17 @@ impl QemuConfig {
         if self.tee == VmTee::Snp && self.snp_policy & (1 << 19) != 0 {
             bail!("qemu.snp_policy allows debugging (bit 19): refused");
         }
+        if let Some(a) = &self.accel {
+            if self.tee != VmTee::None {
+                bail!("qemu.accel is for tee = \"none\" (confidential VMs need KVM)");
+            }
+            if !matches!(a.as_str(), "kvm" | "tcg") {
+                bail!("qemu.accel must be kvm or tcg, not {a:?}");
+            }
+        }
+        if self.tee != VmTee::None && self.firmware.is_none() {
+            bail!("qemu.firmware is required for a confidential VM (OVMF for SNP, TDVF for TDX)");
+        }
         Ok(())
     }
 
@@ -188,11 +224,30 @@ impl QemuConfig {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &str| a.push(s.to_string());
-        push("-enable-kvm");
+        if self.tee == VmTee::None {
+            match self.accel.as_deref() {
+                Some(accel) => {
+                    push("-accel");
+                    push(accel);
+                }
+                None => {
+                    // KVM where there is one, else TCG (qemu tries them in order).
+                    push("-accel");
+                    push("kvm");
+                    push("-accel");
+                    push("tcg");
+                }
+            }
+            push("-cpu");
+            push("max");
+        } else {
+            push("-enable-kvm");
+            push("-cpu");
+            push("host");
+        }
         push("-nodefaults");
         push("-nographic");
-        push("-cpu");
-        push("host");
+        push("-no-reboot");
         push("-smp");
         push(&self.vcpus.to_string());
         push("-m");
@@ -211,8 +266,6 @@ impl QemuConfig {
                     "sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,policy={:#x},kernel-hashes=on",
                     self.snp_policy
                 ));
-                push("-bios");
-                push(&self.firmware.display().to_string());
             }
             VmTee::Tdx => {
                 push("-machine");
@@ -221,9 +274,15 @@ impl QemuConfig {
                 );
                 push("-object");
                 push("tdx-guest,id=tdx0");
-                push("-bios");
-                push(&self.firmware.display().to_string());
             }
+            VmTee::None => {
+                push("-machine");
+                push("q35,memory-backend=ram1");
+            }
+        }
+        if let Some(fw) = &self.firmware {
+            push("-bios");
+            push(&fw.display().to_string());
         }
         push("-kernel");
         push(&self.kernel.display().to_string());
@@ -242,11 +301,23 @@ impl QemuConfig {
         push(&format!(
             "virtserialport,bus=virtio-serial0.0,chardev=conclave0,name={CHANNEL_PORT}"
         ));
-        push("-device");
-        push(&format!(
-            "vhost-vsock-pci,id=vsock0,guest-cid={}",
-            self.vsock_cid
-        ));
+        if self.tee != VmTee::None {
+            push("-device");
+            push(&format!(
+                "vhost-vsock-pci,id=vsock0,guest-cid={}",
+                self.vsock_cid
+            ));
+        }
+        // The root disk first (the guest's /dev/vda), the dataset second (/dev/vdb).
+        if let Some(d) = &self.root_disk {
+            push("-drive");
+            push(&format!(
+                "file={},if=none,id=root0,format=raw,readonly=on",
+                d.display()
+            ));
+            push("-device");
+            push("virtio-blk-pci,drive=root0");
+        }
         if let Some(d) = &self.data_disk {
             push("-drive");
             push(&format!(
@@ -363,7 +434,7 @@ mod tests {
         QemuConfig {
             tee,
             qemu: default_qemu(),
-            firmware: "/usr/share/ovmf/OVMF.fd".into(),
+            firmware: Some("/usr/share/ovmf/OVMF.fd".into()),
             kernel: "vmlinuz".into(),
             initrd: "initrd.img".into(),
             cmdline: "console=ttyS0".into(),
@@ -371,6 +442,8 @@ mod tests {
             memory_mib: 8192,
             vsock_cid: 7,
             snp_policy: 0x30000,
+            accel: None,
+            root_disk: None,
             data_disk: None,
             channel_socket: "/run/conclave/ch.sock".into(),
         }
@@ -434,6 +507,36 @@ mod tests {
             "file=data.img,if=none,id=data0,format=raw,readonly=on"
         ));
         assert!(!a.iter().any(|x| x.contains("sev")));
+    }
+
+    #[test]
+    fn a_plain_vm_boots_the_image_without_tee_objects() {
+        let mut c = cfg(VmTee::None);
+        c.firmware = None;
+        c.root_disk = Some("image/rootfs.img".into());
+        c.data_disk = Some("data.img".into());
+        assert!(c.validate().is_ok());
+        let a = c.args();
+        let p = pairs(&a);
+        let has = |k: &str, v: &str| p.iter().any(|(a, b)| a == k && b == v);
+        assert!(has("-accel", "kvm") && has("-accel", "tcg"));
+        assert!(has("-machine", "q35,memory-backend=ram1"));
+        assert!(
+            !a.iter()
+                .any(|x| x.contains("sev") || x.contains("tdx") || x == "-bios")
+        );
+        assert!(
+            !a.iter().any(|x| x.contains("vhost-vsock")),
+            "needs /dev/vhost-vsock"
+        );
+        // The root disk is the first virtio disk (the guest's /dev/vda).
+        let root = a.iter().position(|x| x.contains("id=root0")).unwrap();
+        let data = a.iter().position(|x| x.contains("id=data0")).unwrap();
+        assert!(root < data);
+        assert!(a.contains(&"-no-reboot".to_string()));
+        let mut snp = cfg(VmTee::Snp);
+        snp.firmware = None;
+        assert!(snp.validate().unwrap_err().to_string().contains("firmware"));
     }
 
     #[test]

@@ -37,7 +37,75 @@ pub enum ImageCommand {
     /// `--policy-out` writes the values as a policy fragment for `conclave verify --policy`.
     /// Exit 0 computed (and matching, with --quote), 1 the log does not reproduce the quote,
     /// 2 unusable input.
-    Measure(MeasureArgs),
+    Measure(Box<MeasureArgs>),
+    /// Build the guest image from the pinned inputs, reproducibly.
+    ///
+    /// Writes `vmlinuz` (Debian's cloud kernel, pinned in images/inputs.toml and fetched by
+    /// scripts/setup-image.sh), `initrd.img` (conclave-init, its libraries and the kernel
+    /// modules, as a sorted cpio archive with zero times), `rootfs.img` (a read-only squashfs
+    /// with conclave-enclave and libtorch, followed by its dm-verity hash tree), `cmdline` (with
+    /// the tree's root hash: the measured command line pins the root filesystem) and
+    /// `manifest.json` (inputs and outputs with their SHA-256). The same inputs give the same
+    /// bytes. Exit 0 built, 2 unusable input.
+    Build(BuildArgs),
+    /// Boot a built image in qemu without a TEE (KVM if present, else TCG) and check its enclave.
+    ///
+    /// The enclave runs on the `sim` attester (`conclave.attester=sim` is added to the command
+    /// line); the host sends Hello over the virtio-serial channel, appraises the evidence under
+    /// a policy allowing sim, checks it binds the enclave's key to the job and nonce sent, asks
+    /// the enclave to shut down and waits for the VM to power off. Exit 0 passed, 1 failed.
+    Boot(BootArgs),
+}
+
+/// Arguments of `conclave image build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Where to write the image (an earlier image there is replaced once the new one is done).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The folder with the pinned packages (scripts/setup-image.sh fills it).
+    #[arg(long, value_name = "DIR", default_value = ".image-inputs")]
+    inputs: PathBuf,
+    /// The `conclave-enclave` program to put in the root filesystem (default: beside this one).
+    #[arg(long, value_name = "FILE")]
+    enclave: Option<PathBuf>,
+    /// The `conclave-init` program for the initramfs (default: beside this one).
+    #[arg(long, value_name = "FILE")]
+    init: Option<PathBuf>,
+    /// zstd compression level of the root filesystem (1-22; higher is smaller and slower).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    compression_level: u32,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `conclave image boot`.
+#[derive(Args)]
+pub struct BootArgs {
+    /// The image folder (`conclave image build --out`).
+    #[arg(long, value_name = "DIR")]
+    image: PathBuf,
+    /// Folder for the console log and channel socket.
+    #[arg(long, value_name = "DIR", default_value = "runs/image-boot")]
+    workdir: PathBuf,
+    /// The qemu program.
+    #[arg(long, value_name = "FILE", default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    vcpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory_mib: u64,
+    /// The accelerator: kvm or tcg (default: KVM where it works, else TCG emulation).
+    #[arg(long, value_name = "ACCEL", value_parser = ["kvm", "tcg"])]
+    accel: Option<String>,
+    /// The longest the boot and the enclave's first answer may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `conclave image measure`.
@@ -53,6 +121,10 @@ pub struct MeasureArgs {
     /// OvmfPkg/AmdSev build (it has the SNP_KERNEL_HASHES page); distribution OVMFs are not.
     #[arg(long, value_name = "FILE")]
     ovmf: Option<PathBuf>,
+    /// An image folder from `conclave image build`: its kernel, initrd and command line
+    /// (checked against its manifest) instead of --kernel, --initrd and --append.
+    #[arg(long, value_name = "DIR", requires = "ovmf", conflicts_with_all = ["kernel", "initrd", "append"])]
+    image: Option<PathBuf>,
     /// The kernel QEMU is given with `-kernel` (with `kernel-hashes=on`).
     #[arg(long, value_name = "FILE", requires = "ovmf")]
     kernel: Option<PathBuf>,
@@ -109,11 +181,111 @@ pub struct MeasureArgs {
 /// Runs a `conclave image` subcommand.
 pub fn run(command: ImageCommand) -> Result<ExitCode> {
     match command {
-        ImageCommand::Measure(args) => measure(args),
+        ImageCommand::Measure(args) => measure(*args),
+        ImageCommand::Build(args) => build(args),
+        ImageCommand::Boot(args) => boot(args),
     }
 }
 
-fn measure(args: MeasureArgs) -> Result<ExitCode> {
+fn beside_this(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn build(args: BuildArgs) -> Result<ExitCode> {
+    use conclave_host::image_build::{BuildOptions, build};
+    let opts = BuildOptions {
+        inputs: args.inputs,
+        init: args.init.unwrap_or_else(|| beside_this("conclave-init")),
+        enclave: args
+            .enclave
+            .unwrap_or_else(|| beside_this("conclave-enclave")),
+        out: args.out,
+        compression_level: args.compression_level,
+    };
+    let start = std::time::Instant::now();
+    let quiet = args.json;
+    let built = match build(&opts, &mut |step| {
+        if !quiet {
+            eprintln!("image build: {step}");
+        }
+    }) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let m = &built.manifest;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "image built in {} ({:.0} s)",
+        built.dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    for o in [&m.kernel, &m.initrd, &m.rootfs] {
+        println!("  {:<11} {:>11} bytes  sha256 {}", o.file, o.size, o.sha256);
+    }
+    println!("  cmdline     {}", m.cmdline);
+    println!(
+        "  kernel      {} (modules: {})",
+        m.kernel_release,
+        m.modules.join(", ")
+    );
+    println!(
+        "expected SEV-SNP measurement: conclave image measure --image {} --ovmf <OvmfPkg/AmdSev OVMF.fd> --vcpus N --vcpu-type EPYC-v4",
+        built.dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn boot(args: BootArgs) -> Result<ExitCode> {
+    use conclave_host::image_boot::{BootOptions, boot};
+    let opts = BootOptions {
+        image: args.image,
+        workdir: args.workdir,
+        qemu: args.qemu,
+        vcpus: args.vcpus,
+        memory_mib: args.memory_mib,
+        accel: args.accel,
+        timeout: std::time::Duration::from_secs(args.timeout_s),
+    };
+    match boot(&opts) {
+        Ok(r) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "PASSED: the image booted and its enclave {} answered Hello after {:.1} s \
+                     ({} evidence, measurement {}, key bound to the job and nonce); powered off \
+                     {:.1} s after Shutdown",
+                    r.address, r.hello_s, r.tee, r.measurement, r.shutdown_s
+                );
+                for l in &r.console {
+                    println!("  {l}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("FAILED: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn measure(mut args: MeasureArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.image {
+        let m = conclave_host::image_build::load_image(dir)?;
+        args.kernel = Some(dir.join(&m.kernel.file));
+        args.initrd = Some(dir.join(&m.initrd.file));
+        args.append = Some(m.cmdline);
+    }
     if let Some(path) = &args.ccel {
         return measure_tdx(&args, path);
     }

@@ -11,6 +11,8 @@ pub mod audit;
 pub mod chain;
 pub mod demo;
 pub mod enclave;
+pub mod image_boot;
+pub mod image_build;
 pub mod net;
 pub mod node;
 pub mod run;

@@ -17,7 +17,8 @@
 //! panic. The algorithms follow sev-snp-measure 0.0.13 (PyPI, virtee), which the tests run as
 //! an oracle; where the `sev` crate's port differs, the module says so.
 //!
-//! Building the guest image itself (kernel, initramfs, OVMF, reproducibly) is still to come.
+//! [`guest`] holds the pure parts of building the guest image (initramfs archives, dm-verity
+//! trees, module metadata, the command line and manifest); `conclave image build` drives them.
 //!
 //! ```no_run
 //! # fn f(launch_inputs_json: &[u8]) -> Result<(), conclave_images::MeasureError> {
@@ -28,6 +29,7 @@
 //! ```
 
 mod error;
+pub mod guest;
 pub mod policy;
 pub mod snp;
 pub mod tdx;

@@ -1,0 +1,524 @@
+//! `conclave image build`: the guest image from pinned package inputs, reproducibly.
+//!
+//! Inputs: the Debian kernel package pinned in `images/inputs.toml` (fetched by
+//! `scripts/setup-image.sh`, checked here against its SHA-256), the `conclave-init` and
+//! `conclave-enclave` programs, and the shared libraries the dynamic loader resolves for them
+//! (`ldd`: glibc from the machine's Debian, libtorch from the project's PyTorch wheel). Outputs
+//! (see `conclave_images::guest`): `vmlinuz`, `initrd.img` (our own cpio writer), `rootfs.img`
+//! (`mksquashfs` with fixed owners and times, then our dm-verity tree), `cmdline` and
+//! `manifest.json`. Everything is written to a sibling folder and renamed into place at the end.
+//!
+//! The same inputs give the same bytes: archive entries are sorted with zero times and root
+//! owners, squashfs is made with `-all-time 0 -mkfs-time 0 -all-root` (mksquashfs output is
+//! reproducible since 4.4), the verity salt is derived from the filesystem's own hash, and the
+//! manifest names no machine paths.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use conclave_images::guest::cpio::{Archive, Node};
+use conclave_images::guest::modules::{self, ModInfo};
+use conclave_images::guest::{
+    self, Input, Manifest, OPTIONAL_MODULES, Output, REQUIRED_MODULES, verity,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// The pinned inputs, built in.
+pub const INPUTS_TOML: &str = include_str!("../../images/inputs.toml");
+
+/// One pinned package.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedPackage {
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub sha256: String,
+    pub role: String,
+}
+
+/// `images/inputs.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedInputs {
+    pub suite: String,
+    pub package: Vec<PinnedPackage>,
+}
+
+impl PinnedInputs {
+    /// The built-in pins.
+    pub fn builtin() -> Result<Self> {
+        toml::from_str(INPUTS_TOML).context("images/inputs.toml")
+    }
+
+    /// The package with this role.
+    pub fn role(&self, role: &str) -> Result<&PinnedPackage> {
+        self.package
+            .iter()
+            .find(|p| p.role == role)
+            .with_context(|| format!("images/inputs.toml pins no {role} package"))
+    }
+}
+
+/// What to build from.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Folder with the pinned packages (`.image-inputs`).
+    pub inputs: PathBuf,
+    /// `conclave-init`.
+    pub init: PathBuf,
+    /// `conclave-enclave`.
+    pub enclave: PathBuf,
+    /// Where the image goes (replaced if it is an earlier image).
+    pub out: PathBuf,
+    /// zstd level for the root filesystem (1-22).
+    pub compression_level: u32,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: starting {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// The shared libraries the dynamic loader resolves for `program`, as (path the program asks
+/// for, resolved file). The first entry with an absolute requested path is the interpreter.
+pub fn shared_libraries(program: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let text = run(
+        Command::new("ldd").arg(program),
+        &format!("ldd {}", program.display()),
+    )?;
+    let text = String::from_utf8_lossy(&text);
+    let mut libs = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("linux-vdso") || line.is_empty() {
+            continue;
+        }
+        if let Some((name, rest)) = line.split_once(" => ") {
+            if rest.starts_with("not found") {
+                bail!(
+                    "{} needs {name}, which the loader does not find (source scripts/env.sh sets \
+                     LD_LIBRARY_PATH for libtorch)",
+                    program.display()
+                );
+            }
+            let path = rest.split(" (").next().unwrap_or(rest).trim();
+            libs.push((name.to_string(), PathBuf::from(path)));
+        } else if let Some(path) = line.split(" (").next().filter(|p| p.starts_with('/')) {
+            libs.push((path.to_string(), PathBuf::from(path)));
+        } else if line.contains("statically linked") {
+            continue;
+        } else {
+            bail!("unexpected ldd output for {}: {line}", program.display());
+        }
+    }
+    Ok(libs)
+}
+
+/// The kernel package unpacked: the kernel and the modules by normalized name.
+struct Kernel {
+    vmlinuz: PathBuf,
+    release: String,
+    modules: BTreeMap<String, PathBuf>,
+}
+
+fn unpack_kernel(deb: &Path, into: &Path) -> Result<Kernel> {
+    run(
+        Command::new("dpkg-deb").arg("-x").arg(deb).arg(into),
+        "unpacking the kernel package (dpkg-deb)",
+    )?;
+    let boot = into.join("boot");
+    let vmlinuz = fs::read_dir(&boot)
+        .with_context(|| format!("{} has no boot/", deb.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{} has no boot/vmlinuz-*", deb.display()))?;
+    let release = vmlinuz
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("vmlinuz-")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let moddir = into.join("usr/lib/modules").join(&release);
+    let mut modules = BTreeMap::new();
+    let mut stack = vec![moddir.join("kernel")];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(stem) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ko.xz"))
+            {
+                modules.insert(modules::normalize(stem), p);
+            }
+        }
+    }
+    if modules.is_empty() {
+        bail!("no xz-compressed modules under {}", moddir.display());
+    }
+    Ok(Kernel {
+        vmlinuz,
+        release,
+        modules,
+    })
+}
+
+/// The modules to load in order, each with whether the boot needs it.
+fn module_plan(kernel: &Kernel) -> Result<Vec<(String, bool)>> {
+    // Read the metadata of what is reachable from the wanted modules (a module's file is named
+    // after it; its `.modinfo` has the dependencies).
+    let mut infos: BTreeMap<String, ModInfo> = BTreeMap::new();
+    let mut todo: Vec<String> = REQUIRED_MODULES
+        .iter()
+        .chain(OPTIONAL_MODULES)
+        .map(|m| modules::normalize(m))
+        .collect();
+    while let Some(name) = todo.pop() {
+        if infos.contains_key(&name) {
+            continue;
+        }
+        let Some(path) = kernel.modules.get(&name) else {
+            // Built into the kernel (modules.builtin) or absent; load_order names the latter.
+            continue;
+        };
+        let elf = run(
+            Command::new("xz").arg("-dc").arg(path),
+            &format!("decompressing {}", path.display()),
+        )?;
+        let info = modules::modinfo(&elf).with_context(|| format!("{}", path.display()))?;
+        todo.extend(info.depends.iter().cloned());
+        infos.insert(name, info);
+    }
+    let required = modules::load_order(&infos, REQUIRED_MODULES)?;
+    let mut plan: Vec<(String, bool)> = required.iter().map(|m| (m.clone(), true)).collect();
+    for m in OPTIONAL_MODULES {
+        if !infos.contains_key(&modules::normalize(m)) {
+            continue;
+        }
+        for dep in modules::load_order(&infos, &[m])? {
+            if !plan.iter().any(|(p, _)| *p == dep) {
+                plan.push((dep, false));
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn output(dir: &Path, file: &str) -> Result<Output> {
+    let path = dir.join(file);
+    Ok(Output {
+        file: file.to_string(),
+        sha256: sha256_file(&path)?,
+        size: fs::metadata(&path)?.len(),
+    })
+}
+
+fn base_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Builds the image.
+pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Built> {
+    let pins = PinnedInputs::builtin()?;
+    let kernel_pin = pins.role("kernel")?;
+    let deb = opts.inputs.join(&kernel_pin.file);
+    if !deb.exists() {
+        bail!(
+            "{} is missing: run scripts/setup-image.sh (it downloads the pinned {} packages)",
+            deb.display(),
+            pins.suite
+        );
+    }
+    let deb_sha = sha256_file(&deb)?;
+    if deb_sha != kernel_pin.sha256 {
+        bail!(
+            "{} has SHA-256 {deb_sha}, not the pinned {}",
+            deb.display(),
+            kernel_pin.sha256
+        );
+    }
+    for p in [&opts.init, &opts.enclave] {
+        if !p.is_file() {
+            bail!(
+                "{} is not a file (build it first: cargo build --release)",
+                p.display()
+            );
+        }
+    }
+    if !(1..=22).contains(&opts.compression_level) {
+        bail!("the zstd level must be 1-22");
+    }
+
+    let out = &opts.out;
+    if out.exists() && !out.join("manifest.json").exists() {
+        bail!(
+            "{} exists and is not an earlier image (no manifest.json): not replacing it",
+            out.display()
+        );
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".image-build-")
+        .tempdir_in(parent)
+        .with_context(|| format!("making a work folder in {}", parent.display()))?;
+    let stage = work.path().join("image");
+    fs::create_dir_all(&stage)?;
+
+    let mut inputs = vec![Input {
+        name: kernel_pin.file.clone(),
+        role: "kernel and modules".into(),
+        sha256: deb_sha,
+    }];
+
+    progress("unpacking the kernel package");
+    let kernel = unpack_kernel(&deb, &work.path().join("kernel"))?;
+    fs::copy(&kernel.vmlinuz, stage.join("vmlinuz"))?;
+
+    progress("initramfs: conclave-init, its libraries, the kernel modules");
+    let plan = module_plan(&kernel)?;
+    let mut initrd = Archive::new();
+    for dir in ["dev", "proc", "sys", "newroot", "etc/conclave"] {
+        initrd.add(dir, Node::Dir, 0o755)?;
+    }
+    initrd.add("dev/console", Node::CharDev(5, 1), 0o600)?;
+    initrd.add("init", Node::File(read_file(&opts.init)?), 0o755)?;
+    inputs.push(Input {
+        name: "conclave-init".into(),
+        role: "initramfs /init".into(),
+        sha256: sha256_file(&opts.init)?,
+    });
+    for (wanted, file) in shared_libraries(&opts.init)? {
+        // The loader looks for libraries where ldd found them; the interpreter at its own path.
+        let at = if wanted.starts_with('/') {
+            wanted.clone()
+        } else {
+            file.display().to_string()
+        };
+        let rel = at.trim_start_matches('/');
+        initrd.add(rel, Node::File(read_file(&file)?), 0o755)?;
+        inputs.push(Input {
+            name: base_name(&file),
+            role: format!("initramfs /{rel}"),
+            sha256: sha256_file(&file)?,
+        });
+    }
+    let mut list = String::new();
+    for (name, required) in &plan {
+        let Some(path) = kernel.modules.get(name) else {
+            bail!("module {name} is not in {}", kernel_pin.file);
+        };
+        initrd.add(
+            &format!("lib/modules/{name}.ko.xz"),
+            Node::File(read_file(path)?),
+            0o644,
+        )?;
+        list.push_str(&format!(
+            "{name} {}\n",
+            if *required { "required" } else { "optional" }
+        ));
+    }
+    initrd.add("etc/conclave/modules", Node::File(list.into_bytes()), 0o644)?;
+    fs::write(stage.join("initrd.img"), initrd.to_bytes()?)?;
+
+    progress("root filesystem: conclave-enclave and libtorch (mksquashfs)");
+    let rootdir = work.path().join("rootfs");
+    for dir in [
+        "usr/bin",
+        "usr/lib/conclave",
+        "lib64",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "data",
+        "etc",
+    ] {
+        fs::create_dir_all(rootdir.join(dir))?;
+    }
+    let place = |from: &Path, rel: &str, mode: u32| -> Result<()> {
+        let to = rootdir.join(rel);
+        fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    place(&opts.enclave, "usr/bin/conclave-enclave", 0o755)?;
+    inputs.push(Input {
+        name: "conclave-enclave".into(),
+        role: "rootfs /usr/bin/conclave-enclave".into(),
+        sha256: sha256_file(&opts.enclave)?,
+    });
+    for (wanted, file) in shared_libraries(&opts.enclave)? {
+        let rel = if wanted.starts_with('/') {
+            wanted.trim_start_matches('/').to_string()
+        } else {
+            format!("usr/lib/conclave/{wanted}")
+        };
+        place(&file, &rel, 0o755)?;
+        inputs.push(Input {
+            name: base_name(&file),
+            role: format!("rootfs /{rel}"),
+            sha256: sha256_file(&file)?,
+        });
+    }
+    // Directories get fixed modes too (mksquashfs keeps them; the umask may differ).
+    let mut dirs = vec![rootdir.clone()];
+    while let Some(d) = dirs.pop() {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() && !p.is_symlink() {
+                dirs.push(p);
+            }
+        }
+    }
+    let rootfs = stage.join("rootfs.img");
+    run(
+        Command::new("mksquashfs")
+            .arg(&rootdir)
+            .arg(&rootfs)
+            .args(["-noappend", "-no-xattrs", "-all-root", "-reproducible"])
+            .args(["-all-time", "0", "-mkfs-time", "0", "-comp", "zstd"])
+            .args(["-Xcompression-level", &opts.compression_level.to_string()])
+            .args(["-quiet", "-no-progress"]),
+        "mksquashfs (apt-get install squashfs-tools, or run scripts/setup-image.sh)",
+    )?;
+    let fs_len = fs::metadata(&rootfs)?.len();
+    let pad = fs_len.next_multiple_of(verity::BLOCK as u64) - fs_len;
+    if pad > 0 {
+        let mut f = fs::OpenOptions::new().append(true).open(&rootfs)?;
+        f.write_all(&vec![0u8; pad as usize])?;
+    }
+
+    progress("dm-verity hash tree");
+    // A salt from the filesystem itself: reproducible, yet different for every image.
+    let fs_sha = sha256_file(&rootfs)?;
+    let salt: [u8; 32] = Sha256::new()
+        .chain_update(b"conclave/v1/verity-salt")
+        .chain_update(hex::decode(&fs_sha)?)
+        .finalize()
+        .into();
+    let tree = verity::build(std::io::BufReader::new(fs::File::open(&rootfs)?), &salt)?;
+    let params = tree.params(&salt);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&rootfs)?
+        .write_all(&tree.area)?;
+    let cmdline = guest::cmdline(&params);
+    fs::write(stage.join("cmdline"), &cmdline)?;
+
+    let manifest = Manifest {
+        format: 1,
+        kernel: output(&stage, "vmlinuz")?,
+        initrd: output(&stage, "initrd.img")?,
+        rootfs: output(&stage, "rootfs.img")?,
+        cmdline,
+        verity: params.to_string(),
+        kernel_release: kernel.release.clone(),
+        modules: plan.iter().map(|(m, _)| m.clone()).collect(),
+        inputs,
+    };
+    let mut text = serde_json::to_vec_pretty(&manifest)?;
+    text.push(b'\n');
+    fs::write(stage.join("manifest.json"), text)?;
+
+    // Into place: the old image (if any) goes only once the new one is complete.
+    if out.exists() {
+        let old = work.path().join("old");
+        fs::rename(out, &old).with_context(|| format!("moving the old {} aside", out.display()))?;
+    }
+    fs::rename(&stage, out).with_context(|| format!("moving the image to {}", out.display()))?;
+    Ok(Built {
+        manifest,
+        dir: out.clone(),
+    })
+}
+
+/// Reads an image folder's manifest and checks the files against it.
+pub fn load_image(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("manifest.json");
+    let len = fs::metadata(&path)
+        .with_context(|| {
+            format!(
+                "{} is not an image folder (no manifest.json)",
+                dir.display()
+            )
+        })?
+        .len();
+    if len > guest::MAX_MANIFEST_BYTES as u64 {
+        bail!("{} is {len} bytes: not a manifest", path.display());
+    }
+    let bytes = read_file(&path)?;
+    let m: Manifest =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    for o in [&m.kernel, &m.initrd, &m.rootfs] {
+        let got = sha256_file(&dir.join(&o.file))?;
+        if got != o.sha256 {
+            bail!(
+                "{} has SHA-256 {got}, not the manifest's {}",
+                dir.join(&o.file).display(),
+                o.sha256
+            );
+        }
+    }
+    let cmdline = fs::read_to_string(dir.join("cmdline"))?;
+    if cmdline != m.cmdline {
+        bail!("{}/cmdline differs from the manifest's", dir.display());
+    }
+    guest::parse_cmdline(&m.cmdline).context("the manifest's command line")?;
+    Ok(m)
+}
