@@ -15,6 +15,9 @@ bash scripts/setup-corpus.sh
 # The contract suite (forge: unit, fuzz and invariant tests) also installs anvil for the chain
 # client's integration test.
 bash scripts/test-contracts.sh
+# The guest image's inputs (pinned Debian trixie packages) and tools (mksquashfs, qemu for the
+# TCG boot test).
+bash scripts/setup-image.sh
 source scripts/env.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -1,4 +1,5 @@
 //! Helpers shared by the host's integration tests.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
