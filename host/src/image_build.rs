@@ -153,6 +153,7 @@ pub fn shared_libraries(program: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// The kernel package unpacked: the kernel and the modules by normalized name.
 struct Kernel {
     vmlinuz: PathBuf,
+    config: Vec<String>,
     release: String,
     modules: BTreeMap<String, PathBuf>,
 }
@@ -200,8 +201,14 @@ fn unpack_kernel(deb: &Path, into: &Path) -> Result<Kernel> {
     if modules.is_empty() {
         bail!("no xz-compressed modules under {}", moddir.display());
     }
+    let config_path = boot.join(format!("config-{release}"));
+    let config_text = fs::read_to_string(&config_path)
+        .with_context(|| format!("{} has no boot/config-{release}", deb.display()))?;
+    let config = conclave_images::guest::kconfig::check(&config_text)
+        .with_context(|| format!("{}", deb.display()))?;
     Ok(Kernel {
         vmlinuz,
+        config,
         release,
         modules,
     })
@@ -469,6 +476,7 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Buil
         cmdline,
         verity: params.to_string(),
         kernel_release: kernel.release.clone(),
+        kernel_config: kernel.config.clone(),
         modules: plan.iter().map(|(m, _)| m.clone()).collect(),
         inputs,
     };

@@ -14,6 +14,7 @@
 //! `manifest.json` names the inputs (package versions and hashes) and the outputs' hashes.
 
 pub mod cpio;
+pub mod kconfig;
 pub mod modules;
 pub mod verity;
 
@@ -116,6 +117,12 @@ pub enum GuestError {
     BadModule {
         /// What is wrong.
         detail: String,
+    },
+    /// The kernel lacks options the guest needs.
+    #[error("the kernel's config lacks {}: not a usable guest kernel", missing.join(", "))]
+    KernelConfig {
+        /// The options neither `y` nor `m`.
+        missing: Vec<String>,
     },
     /// A module the image needs is not in the kernel package.
     #[error("kernel module {name} is not in the kernel package")]
@@ -237,6 +244,8 @@ pub struct Manifest {
     pub verity: String,
     /// Kernel release of the modules.
     pub kernel_release: String,
+    /// The kernel options the guest needs, as the kernel's config has them.
+    pub kernel_config: Vec<String>,
     /// Modules in the initramfs, in load order.
     pub modules: Vec<String>,
     /// Everything the image was built from.
