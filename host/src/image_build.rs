@@ -117,34 +117,40 @@ fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
 }
 
 /// The shared libraries the dynamic loader resolves for `program`, as (path the program asks
-/// for, resolved file). The first entry with an absolute requested path is the interpreter.
+/// for, resolved file). An entry whose requested path is absolute is the interpreter.
 pub fn shared_libraries(program: &Path) -> Result<Vec<(String, PathBuf)>> {
     let text = run(
         Command::new("ldd").arg(program),
         &format!("ldd {}", program.display()),
     )?;
-    let text = String::from_utf8_lossy(&text);
+    parse_ldd(&String::from_utf8_lossy(&text))
+        .with_context(|| format!("the libraries of {}", program.display()))
+}
+
+/// Reads `ldd` output: `name => /path (0x…)` lines, the interpreter as `/path (0x…)`; the vDSO
+/// is skipped; a library the loader cannot find is an error naming it.
+pub fn parse_ldd(text: &str) -> Result<Vec<(String, PathBuf)>> {
     let mut libs = Vec::new();
     for line in text.lines().map(str::trim) {
-        if line.starts_with("linux-vdso") || line.is_empty() {
+        if line.is_empty() || line.starts_with("linux-vdso") || line.contains("statically linked") {
             continue;
         }
         if let Some((name, rest)) = line.split_once(" => ") {
             if rest.starts_with("not found") {
                 bail!(
-                    "{} needs {name}, which the loader does not find (source scripts/env.sh sets \
-                     LD_LIBRARY_PATH for libtorch)",
-                    program.display()
+                    "{name} is not found by the loader (source scripts/env.sh sets \
+                     LD_LIBRARY_PATH for libtorch)"
                 );
             }
             let path = rest.split(" (").next().unwrap_or(rest).trim();
+            if !path.starts_with('/') {
+                bail!("unexpected ldd line: {line}");
+            }
             libs.push((name.to_string(), PathBuf::from(path)));
         } else if let Some(path) = line.split(" (").next().filter(|p| p.starts_with('/')) {
             libs.push((path.to_string(), PathBuf::from(path)));
-        } else if line.contains("statically linked") {
-            continue;
         } else {
-            bail!("unexpected ldd output for {}: {line}", program.display());
+            bail!("unexpected ldd line: {line}");
         }
     }
     Ok(libs)
@@ -529,4 +535,50 @@ pub fn load_image(dir: &Path) -> Result<Manifest> {
     }
     guest::parse_cmdline(&m.cmdline).context("the manifest's command line")?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_libraries_and_the_interpreter() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\
+                    \tlibtorch_cpu.so => /venv/torch/lib/libtorch_cpu.so (0x00007f04)\n\
+                    \tlibcudart.so.13 => /venv/torch/lib/../../nvidia/lib/libcudart.so.13 (0x7f)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f04)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f04)\n";
+        let libs = parse_ldd(text).unwrap();
+        assert_eq!(libs.len(), 4);
+        assert_eq!(libs[0].0, "libtorch_cpu.so");
+        assert_eq!(
+            libs[1].1,
+            PathBuf::from("/venv/torch/lib/../../nvidia/lib/libcudart.so.13")
+        );
+        assert_eq!(
+            libs[3],
+            (
+                "/lib64/ld-linux-x86-64.so.2".into(),
+                "/lib64/ld-linux-x86-64.so.2".into()
+            )
+        );
+        assert!(parse_ldd("\tstatically linked\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_missing_library_or_odd_line_is_an_error() {
+        let e = parse_ldd("\tlibtorch_cpu.so => not found\n").unwrap_err();
+        assert!(e.to_string().contains("libtorch_cpu.so is not found"));
+        assert!(parse_ldd("\tgarbage\n").is_err());
+    }
+
+    #[test]
+    fn the_builtin_pins_name_a_kernel_and_firmware() {
+        let pins = PinnedInputs::builtin().unwrap();
+        assert_eq!(pins.suite, "trixie");
+        let k = pins.role("kernel").unwrap();
+        assert!(k.file.starts_with(&k.name) && k.sha256.len() == 64);
+        assert!(pins.role("firmware").is_ok());
+        assert!(pins.role("nothing").is_err());
+    }
 }
