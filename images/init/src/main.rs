@@ -20,6 +20,14 @@ mod init;
 
 #[cfg(target_os = "linux")]
 fn main() {
+    // It mounts over /dev, /proc and /sys and powers the machine off: never outside the guest.
+    if std::process::id() != 1 {
+        eprintln!(
+            "conclave-init runs only as PID 1 of the Conclave guest (it is the image's /init); \
+             nothing was done"
+        );
+        std::process::exit(2);
+    }
     init::main()
 }
 
