@@ -338,3 +338,54 @@ fn the_image_measurement_agrees_with_sev_snp_measure() {
         );
     }
 }
+
+/// A kernel package that is not byte for byte the pinned one is refused before anything is
+/// built, and an existing folder that is not an image is never replaced.
+#[test]
+fn inputs_off_their_pins_are_refused() {
+    let scratch = tempfile::tempdir_in(root().join("target")).unwrap();
+    let fake_inputs = scratch.path().join("inputs");
+    std::fs::create_dir_all(&fake_inputs).unwrap();
+    let deb = std::fs::read_dir(inputs())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("linux-image")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&deb).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(fake_inputs.join(deb.file_name().unwrap()), bytes).unwrap();
+    let out = scratch.path().join("img");
+    let o = conclave()
+        .args(["image", "build", "--out"])
+        .arg(&out)
+        .arg("--inputs")
+        .arg(&fake_inputs)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not the pinned"), "{err}");
+    assert!(!out.exists(), "nothing is written");
+
+    // A folder of something else is not replaced by an image.
+    let other = scratch.path().join("notes");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), b"mine").unwrap();
+    let o = conclave()
+        .args(["image", "build", "--out"])
+        .arg(&other)
+        .arg("--inputs")
+        .arg(inputs())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an earlier image"));
+    assert_eq!(std::fs::read(other.join("keep.txt")).unwrap(), b"mine");
+}
