@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What building and boot-testing the guest image needs:
-# - host tools from the machine's Debian: mksquashfs (squashfs-tools), dpkg-deb, xz, ldd, and
+# - host tools from the machine's Debian: mksquashfs (squashfs-tools), dpkg-deb, xz, objcopy, ldd, and
 #   qemu-system-x86_64 for the boot test (TCG; no KVM needed);
 # - the pinned Debian trixie packages of images/inputs.toml, downloaded into .image-inputs/
 #   through a private apt configuration (own sources list, lists and cache folders: the host's
@@ -15,6 +15,7 @@ command -v mksquashfs >/dev/null || missing+=(squashfs-tools)
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v xz >/dev/null || missing+=(xz-utils)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
+command -v objcopy >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-image: installing ${missing[*]}"
   sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
