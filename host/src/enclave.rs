@@ -347,13 +347,18 @@ impl Drop for Launched {
     }
 }
 
-/// The `conclave-enclave` program beside the running executable (or on the PATH).
-pub fn default_enclave_program() -> PathBuf {
+/// The program `name` beside the running executable (or, when it is not there, on the PATH).
+pub fn program_beside_this(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("conclave-enclave")))
+        .and_then(|p| p.parent().map(|d| d.join(name)))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("conclave-enclave"))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The `conclave-enclave` program beside the running executable (or on the PATH).
+pub fn default_enclave_program() -> PathBuf {
+    program_beside_this("conclave-enclave")
 }
 
 /// Starts a `sim` enclave serving on `socket`. Its log goes to `log`.

@@ -187,14 +187,8 @@ pub fn run(command: ImageCommand) -> Result<ExitCode> {
     }
 }
 
-fn beside_this(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
 fn build(args: BuildArgs) -> Result<ExitCode> {
+    use conclave_host::enclave::program_beside_this as beside_this;
     use conclave_host::image_build::{BuildOptions, build};
     let opts = BuildOptions {
         inputs: args.inputs,

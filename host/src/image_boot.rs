@@ -8,18 +8,20 @@
 //! verified root filesystem; only `conclave.attester=sim` is added to the command line (so the
 //! launch measurement of this boot is not the production one).
 
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use conclave_attestation::binding::check_key_binding;
 use conclave_images::guest::{ATTESTER_KEY, Manifest};
 use conclave_protocol::channel::{PeerEvidence, Request, Response};
-use sha2::{Digest, Sha256};
 
 use crate::enclave::{Channel, QemuConfig, VmTee, launch_qemu};
 use crate::image_build::load_image;
-use crate::run::{appraise_peer, now};
+use crate::run::{appraise_peer, now, random_nonce};
 
 /// How to boot.
 #[derive(Debug, Clone)]
@@ -59,17 +61,6 @@ const FATAL: &[&str] = &[
     "KVM internal error",
 ];
 
-fn nonce(tag: &str) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    hex::encode(Sha256::digest(format!(
-        "image-boot/{tag}/{t}/{}",
-        std::process::id()
-    )))
-}
-
 fn init_lines(log: &Path) -> Vec<String> {
     std::fs::read(log)
         .map(|b| {
@@ -80,6 +71,29 @@ fn init_lines(log: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Ends a wait on `channel` (by shutting it down) as soon as the guest is known dead: qemu
+/// (`pid`) gone, or a fatal line on its console. Setting the returned flag stops the watch.
+fn watch(channel: UnixStream, pid: u32, log: PathBuf) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "));
+            let fatal = std::fs::read(&log).is_ok_and(|b| {
+                let t = String::from_utf8_lossy(&b);
+                FATAL.iter().any(|m| t.contains(m))
+            });
+            if !alive || fatal {
+                let _ = channel.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    done
 }
 
 /// The qemu launch for an image without a TEE.
@@ -126,32 +140,12 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
     let mut channel =
         Channel::connect(&q.channel_socket, Duration::from_secs(10)).map_err(failed)?;
     channel.set_timeout(Some(opts.timeout))?;
-    // Stop waiting as soon as the guest is known dead: qemu gone, or a fatal console line.
-    let watchdog = {
-        let handle = channel.shutdown_handle()?;
-        let pid = vm.child.id();
-        let log = log.clone();
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop = done.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| !s.contains(") Z "));
-                let fatal = std::fs::read(&log).is_ok_and(|b| {
-                    let t = String::from_utf8_lossy(&b);
-                    FATAL.iter().any(|m| t.contains(m))
-                });
-                if !alive || fatal {
-                    let _ = handle.shutdown(std::net::Shutdown::Both);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        });
-        done
-    };
+    let watchdog = watch(channel.shutdown_handle()?, vm.child.id(), log.clone());
 
-    let (job_id, nonce) = (nonce("job"), nonce("nonce"));
+    let (job_id, nonce) = (
+        random_nonce("image-boot/job"),
+        random_nonce("image-boot/nonce"),
+    );
     let answer = channel
         .call(&Request::Hello {
             job_id: job_id.clone(),
@@ -159,7 +153,7 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
         })
         .context("no answer to Hello")
         .map_err(failed)?;
-    watchdog.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.store(true, Ordering::Relaxed);
     let hello_s = start.elapsed().as_secs_f64();
     let Response::Hello {
         address,

@@ -88,7 +88,8 @@ pub struct Built {
     pub dir: PathBuf,
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// SHA-256 of a file, hex, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -287,10 +288,36 @@ fn output(dir: &Path, file: &str) -> Result<Output> {
     })
 }
 
-fn base_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// The manifest's record of an input file.
+fn input(file: &Path, role: String) -> Result<Input> {
+    Ok(Input {
+        name: file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        role,
+        sha256: sha256_file(file)?,
+    })
+}
+
+/// The libraries of `program` with the guest path each goes to (relative to the guest's root):
+/// the interpreter at the absolute path the program names, the others where `place` says
+/// (given the name the program asks for and the file ldd resolved).
+fn library_places(
+    program: &Path,
+    place: impl Fn(&str, &Path) -> String,
+) -> Result<Vec<(String, PathBuf)>> {
+    Ok(shared_libraries(program)?
+        .into_iter()
+        .map(|(wanted, file)| {
+            let at = if wanted.starts_with('/') {
+                wanted
+            } else {
+                place(&wanted, &file)
+            };
+            (at.trim_start_matches('/').to_string(), file)
+        })
+        .collect())
 }
 
 /// Builds the image.
@@ -363,25 +390,14 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Buil
     initrd.add("dev/console", Node::CharDev(5, 1), 0o600)?;
     let init = strip_debug(&opts.init, &work.path().join("conclave-init"))?;
     initrd.add("init", Node::File(read_file(&init)?), 0o755)?;
-    inputs.push(Input {
-        name: "conclave-init".into(),
-        role: "initramfs /init (debug info stripped)".into(),
-        sha256: sha256_file(&opts.init)?,
-    });
-    for (wanted, file) in shared_libraries(&opts.init)? {
-        // The loader looks for libraries where ldd found them; the interpreter at its own path.
-        let at = if wanted.starts_with('/') {
-            wanted.clone()
-        } else {
-            file.display().to_string()
-        };
-        let rel = at.trim_start_matches('/');
-        initrd.add(rel, Node::File(read_file(&file)?), 0o755)?;
-        inputs.push(Input {
-            name: base_name(&file),
-            role: format!("initramfs /{rel}"),
-            sha256: sha256_file(&file)?,
-        });
+    inputs.push(input(
+        &opts.init,
+        "initramfs /init (debug info stripped)".into(),
+    )?);
+    // The loader looks for libraries where ldd found them.
+    for (rel, file) in library_places(&opts.init, |_, file| file.display().to_string())? {
+        initrd.add(&rel, Node::File(read_file(&file)?), 0o755)?;
+        inputs.push(input(&file, format!("initramfs /{rel}"))?);
     }
     let mut list = String::new();
     for (name, required) in &plan {
@@ -425,23 +441,16 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Buil
     };
     let enclave = strip_debug(&opts.enclave, &work.path().join("conclave-enclave"))?;
     place(&enclave, "usr/bin/conclave-enclave", 0o755)?;
-    inputs.push(Input {
-        name: "conclave-enclave".into(),
-        role: "rootfs /usr/bin/conclave-enclave (debug info stripped)".into(),
-        sha256: sha256_file(&opts.enclave)?,
-    });
-    for (wanted, file) in shared_libraries(&opts.enclave)? {
-        let rel = if wanted.starts_with('/') {
-            wanted.trim_start_matches('/').to_string()
-        } else {
-            format!("usr/lib/conclave/{wanted}")
-        };
+    inputs.push(input(
+        &opts.enclave,
+        "rootfs /usr/bin/conclave-enclave (debug info stripped)".into(),
+    )?);
+    // The enclave is started with LD_LIBRARY_PATH=/usr/lib/conclave.
+    for (rel, file) in library_places(&opts.enclave, |wanted, _| {
+        format!("usr/lib/conclave/{wanted}")
+    })? {
         place(&file, &rel, 0o755)?;
-        inputs.push(Input {
-            name: base_name(&file),
-            role: format!("rootfs /{rel}"),
-            sha256: sha256_file(&file)?,
-        });
+        inputs.push(input(&file, format!("rootfs /{rel}"))?);
     }
     // Directories get fixed modes too (mksquashfs keeps them; the umask may differ).
     let mut dirs = vec![rootdir.clone()];

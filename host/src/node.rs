@@ -249,16 +249,6 @@ pub struct NodeSummary {
     pub withdrawn: Option<String>,
 }
 
-fn random_nonce() -> String {
-    let mut b = [0u8; 32];
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    b.copy_from_slice(&Sha256::digest(format!("node/{t}/{}", std::process::id())));
-    hex::encode(b)
-}
-
 /// An enclave request whose answer is a signed envelope (see [`call_enclave`]).
 async fn call_signed(net: &mut Net, op: &mut Option<Operator>, req: Request) -> Result<Vec<u8>> {
     match call_enclave(net, op, req).await? {
@@ -304,7 +294,7 @@ async fn run_node_async(cfg: &NodeConfig) -> Result<NodeSummary> {
         &dir.join("enclave.log"),
     )?;
     let mut channel = Channel::connect(&socket, Duration::from_secs(jobcfg.request_timeout_s))?;
-    let nonce = random_nonce();
+    let nonce = crate::run::random_nonce("node");
     let Response::Hello {
         address,
         evidence,

@@ -293,16 +293,14 @@ pub struct RunSummary {
     pub checkpoint: PathBuf,
 }
 
-fn random_nonce() -> String {
-    let mut n = [0u8; 32];
-    // Fresh per launch; uniqueness, not secrecy, is what matters.
+/// A fresh 32-byte value, hex, for Hello nonces and throwaway job ids: uniqueness, not secrecy,
+/// is what matters (the time in nanoseconds, the process id and what it is for).
+pub fn random_nonce(tag: &str) -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let h = Sha256::digest(format!("{t}/{}", std::process::id()));
-    n.copy_from_slice(&h);
-    hex::encode(n)
+    hex::encode(Sha256::digest(format!("{tag}/{t}/{}", std::process::id())))
 }
 
 /// What a run reports as it goes (the API and metrics follow it).
@@ -446,7 +444,7 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
             &dir.join(format!("enclave-{i}.log")),
         )?;
         let mut channel = Channel::connect(&socket, Duration::from_secs(jobcfg.request_timeout_s))?;
-        let nonce = random_nonce();
+        let nonce = random_nonce("run");
         let Response::Hello {
             address,
             evidence,

@@ -11,29 +11,81 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::root;
+use conclave_host::image_build::{PinnedInputs, sha256_file};
 use serde_json::Value;
 
 fn conclave() -> Command {
     Command::new(env!("CARGO_BIN_EXE_conclave"))
 }
 
-fn inputs() -> PathBuf {
-    let dir = root().join(".image-inputs");
-    let toml = std::fs::read_to_string(root().join("images/inputs.toml")).unwrap();
-    let kernel = toml
-        .lines()
-        .find_map(|l| l.strip_prefix("file = \"linux-image"))
-        .map(|rest| format!("linux-image{}", rest.trim_end_matches('"')))
-        .unwrap();
+/// The pinned package with this role in `.image-inputs/`.
+fn pinned(role: &str) -> PathBuf {
+    let pins = PinnedInputs::builtin().unwrap();
+    let file = inputs().join(&pins.role(role).unwrap().file);
     assert!(
-        dir.join(&kernel).exists(),
+        file.exists(),
         "{} is missing: run `bash scripts/setup-image.sh` (scripts/test.sh does)",
-        dir.join(kernel).display()
+        file.display()
     );
-    dir
+    file
+}
+
+fn inputs() -> PathBuf {
+    root().join(".image-inputs")
+}
+
+/// `conclave image measure --json` for `ovmf` (and the image's kernel, initrd and cmdline).
+fn our_measurement(ovmf: &Path, image: Option<&Path>, vcpus: &str) -> Output {
+    let mut cmd = conclave();
+    cmd.args([
+        "image",
+        "measure",
+        "--json",
+        "--vcpu-type",
+        "EPYC-v4",
+        "--vcpus",
+        vcpus,
+    ])
+    .arg("--ovmf")
+    .arg(ovmf);
+    if let Some(image) = image {
+        cmd.arg("--image").arg(image);
+    }
+    cmd.output().unwrap()
+}
+
+/// `sev-snp-measure --mode snp` for the same launch.
+fn their_measurement(ovmf: &Path, image: Option<&Path>, vcpus: &str) -> String {
+    let program = root().join(".venv/bin/sev-snp-measure");
+    assert!(
+        program.exists(),
+        "run scripts/setup-python.sh (sev-snp-measure)"
+    );
+    let mut cmd = Command::new(program);
+    cmd.args(["--mode", "snp", "--vcpu-type", "EPYC-v4", "--vcpus", vcpus])
+        .arg("--ovmf")
+        .arg(ovmf);
+    if let Some(image) = image {
+        let cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap();
+        cmd.arg("--kernel")
+            .arg(image.join("vmlinuz"))
+            .arg("--initrd")
+            .arg(image.join("initrd.img"))
+            .arg("--append")
+            .arg(cmdline);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn measurement_of(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["measurement"].as_str().unwrap().to_string()
 }
 
 fn build(out: &Path) -> Value {
@@ -41,7 +93,7 @@ fn build(out: &Path) -> Value {
         .args(["image", "build", "--json", "--out"])
         .arg(out)
         .arg("--inputs")
-        .arg(inputs())
+        .arg(pinned("kernel").parent().unwrap())
         .output()
         .unwrap();
     assert!(
@@ -100,15 +152,6 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
             return false;
         }
     }
-}
-
-fn sha256_hex(path: &Path) -> String {
-    let o = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
@@ -193,7 +236,7 @@ fn the_image_is_reproducible_boots_and_refuses_a_changed_root() {
     // on the kernel command line, which the launch measurement covers.
     let manifest_path = b.join("manifest.json");
     let mut m: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    m["rootfs"]["sha256"] = Value::String(sha256_hex(&rootfs));
+    m["rootfs"]["sha256"] = Value::String(sha256_file(&rootfs).unwrap());
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     let (ok, text) = boot(&b, &scratch.path().join("boot-b2"));
     assert!(!ok, "a tampered root filesystem booted:\n{text}");
@@ -221,72 +264,16 @@ fn the_image_measurement_agrees_with_sev_snp_measure() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/vectors"));
     let amdsev = vectors.join("snp/ovmf-suffix/ovmf_AmdSev_suffix.bin");
-    let sev_snp_measure = root().join(".venv/bin/sev-snp-measure");
-    assert!(
-        sev_snp_measure.exists(),
-        "run scripts/setup-python.sh (sev-snp-measure)"
-    );
-    let cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap();
     for vcpus in ["1", "2", "4"] {
-        let ours = conclave()
-            .args([
-                "image",
-                "measure",
-                "--json",
-                "--vcpu-type",
-                "EPYC-v4",
-                "--vcpus",
-                vcpus,
-            ])
-            .arg("--image")
-            .arg(&image)
-            .arg("--ovmf")
-            .arg(&amdsev)
-            .output()
-            .unwrap();
-        assert!(
-            ours.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ours.stderr)
-        );
-        let ours: Value = serde_json::from_slice(&ours.stdout).unwrap();
-        let theirs = Command::new(&sev_snp_measure)
-            .args(["--mode", "snp", "--vcpu-type", "EPYC-v4", "--vcpus", vcpus])
-            .arg("--ovmf")
-            .arg(&amdsev)
-            .arg("--kernel")
-            .arg(image.join("vmlinuz"))
-            .arg("--initrd")
-            .arg(image.join("initrd.img"))
-            .arg("--append")
-            .arg(&cmdline)
-            .output()
-            .unwrap();
-        assert!(
-            theirs.status.success(),
-            "{}",
-            String::from_utf8_lossy(&theirs.stderr)
-        );
-        let theirs = String::from_utf8_lossy(&theirs.stdout).trim().to_string();
         assert_eq!(
-            ours["measurement"].as_str().unwrap(),
-            theirs,
+            measurement_of(&our_measurement(&amdsev, Some(&image), vcpus)),
+            their_measurement(&amdsev, Some(&image), vcpus),
             "{vcpus} vCPUs"
         );
     }
 
     // Debian's generic OVMF has no kernel-hashes page: measuring a kernel with it is refused.
-    let ovmf_deb = std::fs::read_dir(inputs())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("ovmf_")
-        })
-        .unwrap();
+    let ovmf_deb = pinned("firmware");
     let unpacked = scratch.path().join("ovmf");
     assert!(
         Command::new("dpkg-deb")
@@ -298,42 +285,14 @@ fn the_image_measurement_agrees_with_sev_snp_measure() {
             .success()
     );
     let generic = unpacked.join("usr/share/ovmf/OVMF.fd");
-    let o = conclave()
-        .args(["image", "measure", "--vcpu-type", "EPYC-v4", "--vcpus", "1"])
-        .arg("--image")
-        .arg(&image)
-        .arg("--ovmf")
-        .arg(&generic)
-        .output()
-        .unwrap();
+    let o = our_measurement(&generic, Some(&image), "1");
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no SNP_KERNEL_HASHES"));
     // Without a kernel, Debian's OVMF measures as sev-snp-measure says.
     for vcpus in ["1", "2", "4"] {
-        let ours = conclave()
-            .args([
-                "image",
-                "measure",
-                "--json",
-                "--vcpu-type",
-                "EPYC-v4",
-                "--vcpus",
-                vcpus,
-            ])
-            .arg("--ovmf")
-            .arg(&generic)
-            .output()
-            .unwrap();
-        let ours: Value = serde_json::from_slice(&ours.stdout).unwrap();
-        let theirs = Command::new(&sev_snp_measure)
-            .args(["--mode", "snp", "--vcpu-type", "EPYC-v4", "--vcpus", vcpus])
-            .arg("--ovmf")
-            .arg(&generic)
-            .output()
-            .unwrap();
         assert_eq!(
-            ours["measurement"].as_str().unwrap(),
-            String::from_utf8_lossy(&theirs.stdout).trim(),
+            measurement_of(&our_measurement(&generic, None, vcpus)),
+            their_measurement(&generic, None, vcpus),
             "Debian OVMF.fd, {vcpus} vCPUs"
         );
     }
@@ -346,17 +305,7 @@ fn inputs_off_their_pins_are_refused() {
     let scratch = tempfile::tempdir_in(root().join("target")).unwrap();
     let fake_inputs = scratch.path().join("inputs");
     std::fs::create_dir_all(&fake_inputs).unwrap();
-    let deb = std::fs::read_dir(inputs())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("linux-image")
-        })
-        .unwrap();
+    let deb = pinned("kernel");
     let mut bytes = std::fs::read(&deb).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
