@@ -27,6 +27,10 @@ const SIZE: usize = 64 << 20;
 const RUNS: usize = 3;
 const JOB: &str = "5e5e000000000000000000000000000000000000000000000000000000000001";
 
+fn job_id() -> conclave_attestation::JobId {
+    conclave_attestation::JobId::from_hex(JOB).expect("job id")
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -109,13 +113,13 @@ async fn sync(weights: std::path::PathBuf, want: &[u8]) -> f64 {
     let offer = Offer {
         round: 1,
         step: 1,
-        model_hash: hex::encode(want),
+        model_hash: conclave_protocol::Hash32(<[u8; 32]>::try_from(&want[..]).expect("32 bytes")),
         weights,
         size: SIZE as u64,
         manifest: Vec::new(),
         signer: PeerEvidence {
             evidence: Blob(Vec::new()),
-            nonce: String::new(),
+            nonce: conclave_attestation::Nonce([0; 32]),
         },
     };
     tokio::spawn(async move {
@@ -128,7 +132,7 @@ async fn sync(weights: std::path::PathBuf, want: &[u8]) -> f64 {
                 ..
             })) = server.select_next_some().await
             {
-                let resp = Offer::answer(Some(&offer), JOB, &request);
+                let resp = Offer::answer(Some(&offer), &job_id(), &request);
                 let _ = server.behaviour_mut().sync.send_response(channel, resp);
             }
         }
@@ -143,7 +147,7 @@ async fn sync(weights: std::path::PathBuf, want: &[u8]) -> f64 {
     let mut got: Vec<u8> = Vec::with_capacity(SIZE);
     while got.len() < SIZE {
         let req = SyncRequest::Chunk {
-            job_id: JOB.into(),
+            job_id: job_id(),
             step: 1,
             offset: got.len() as u64,
             len: MAX_CHUNK,

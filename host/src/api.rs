@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::config::OperatorConfig;
 use crate::run::Event;
+use crate::store::JobStore;
 
 /// Largest request body: a job's training config is small.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -261,7 +263,7 @@ impl Shared {
                 }
                 if let Some(e) = g.jobs.get_mut(id) {
                     e.job.rounds_done = round + 1;
-                    e.job.model_hash = Some(model_hash);
+                    e.job.model_hash = Some(model_hash.to_hex());
                     e.job.last_loss = Some(loss);
                 }
             }
@@ -467,13 +469,13 @@ async fn get_job(State(s): State<Shared>, PathArgs(id): PathArgs<String>) -> Res
 }
 
 fn read_receipts(dir: &std::path::Path, round: u64) -> Vec<SignedReceipt> {
-    let rdir = dir.join("rounds").join(format!("{round:06}"));
+    let store = JobStore::new(dir);
     let mut out = Vec::new();
-    for op in 0..64u32 {
-        let Ok(env) = std::fs::read(rdir.join(format!("receipt-{op}.env"))) else {
+    for op in store.receipt_operators(round) {
+        let Ok(env) = std::fs::read(store.receipt_envelope(round, op)) else {
             continue;
         };
-        let receipt = std::fs::read(rdir.join(format!("receipt-{op}.json")))
+        let receipt = std::fs::read(store.receipt_json(round, op))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(serde_json::Value::Null);
@@ -539,19 +541,14 @@ async fn get_checkpoint(State(s): State<Shared>, PathArgs(id): PathArgs<String>)
     let Some(dir) = s.job_dir(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no job {id}"));
     };
-    let cdir = dir.join("checkpoints");
-    let newest = std::fs::read_dir(&cdir).ok().and_then(|rd| {
-        rd.filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .max()
-    });
-    let Some(w) = newest else {
+    let store = JobStore::new(&dir);
+    let Some(step) = store.latest_checkpoint() else {
         return error(StatusCode::NOT_FOUND, "no checkpoint yet");
     };
+    let files = store.checkpoint(step);
     let (Ok(bytes), Ok(env)) = (
-        std::fs::read(&w),
-        std::fs::read(w.with_extension("manifest.env")),
+        std::fs::read(&files.weights),
+        std::fs::read(&files.envelope),
     ) else {
         return error(StatusCode::NOT_FOUND, "no checkpoint yet");
     };
@@ -588,17 +585,15 @@ async fn get_evidence(
     let Some(dir) = s.job_dir(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no job {id}"));
     };
-    let info: Option<serde_json::Value> =
-        std::fs::read(dir.join(format!("operator-{operator}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-    let ev = std::fs::read(dir.join(format!("evidence-{operator}.bin")));
-    match (info, ev) {
-        (Some(i), Ok(ev)) => Json(EvidenceDoc {
+    let store = JobStore::new(&dir);
+    let rec = store.read_operator(operator).ok();
+    let ev = rec.as_ref().map(|r| store.read_evidence(r));
+    match (rec, ev) {
+        (Some(r), Some(Ok(ev))) => Json(EvidenceDoc {
             operator,
             job: id,
-            address: i["address"].as_str().unwrap_or_default().to_string(),
-            nonce: i["nonce"].as_str().unwrap_or_default().to_string(),
+            address: format!("0x{}", r.address),
+            nonce: r.nonce.to_string(),
             evidence: STANDARD.encode(ev),
         })
         .into_response(),
@@ -680,8 +675,10 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
 
 /// `conclave serve`: the API, and a worker that runs posted jobs one at a time on the local
 /// peer set (each in `storage.dir/jobs/<id>`). Runs until killed.
-pub fn serve(cfg: crate::run::OperatorConfig) -> anyhow::Result<()> {
-    use crate::run::{JobSection, OperatorConfig, run_local_with, write_atomic};
+pub fn serve(cfg: OperatorConfig) -> anyhow::Result<()> {
+    use crate::config::{JobSection, StorageSection};
+    use crate::run::run_local_with;
+    use crate::store::write_atomic;
     let listen = cfg
         .api
         .listen
@@ -718,7 +715,7 @@ pub fn serve(cfg: crate::run::OperatorConfig) -> anyhow::Result<()> {
             let run = OperatorConfig {
                 job: Some(job),
                 enclave: cfg.enclave.clone(),
-                storage: crate::run::StorageSection { dir: dir.clone() },
+                storage: StorageSection { dir: dir.clone() },
                 api: Default::default(),
             };
             run_local_with(&run, &mut |ev| state.event(&id, ev))?;
@@ -727,7 +724,7 @@ pub fn serve(cfg: crate::run::OperatorConfig) -> anyhow::Result<()> {
         match result {
             Ok(()) => state.set_state(&id, JobState::Done, None),
             Err(e) => {
-                eprintln!("job {id} failed: {e:#}");
+                tracing::warn!("job {id} failed: {e:#}");
                 state.set_state(&id, JobState::Failed, Some(format!("{e:#}")));
             }
         }

@@ -28,8 +28,10 @@ use tokio::sync::mpsc;
 
 use crate::audit::{AuditInput, AuditReport, audit};
 use crate::chain::{Anvil, Chain, ChainOptions, DeployParams, JobSpec};
+use crate::config::JobSection;
 use crate::enclave::Launch;
-use crate::run::{JobSection, PreparedJob, prepare_job, write_atomic};
+use crate::operator::{PreparedJob, prepare_job};
+use crate::store::write_atomic;
 
 const ETH: u128 = 1_000_000_000_000_000_000;
 
@@ -191,8 +193,8 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     say(&format!(
         "job config {} (hash {}), dataset root {}, {} parameters",
         jobsec.config.display(),
-        &published.config_hash[..16],
-        &published.data_root[..16],
+        &published.config_hash.to_hex()[..16],
+        &published.data_root.to_hex()[..16],
         published.params
     ));
 
@@ -208,11 +210,6 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         reporter_reward_bps: 1000,
     };
     let customer = Chain::deploy(&url, &customer_key, params, ChainOptions::default()).await?;
-    let parse32 = |what: &str, h: &str| -> Result<B256> {
-        format!("0x{h}")
-            .parse::<B256>()
-            .with_context(|| format!("{what} {h}"))
-    };
     let sim_m = chain_measurement(
         Tee::Sim,
         &conclave_attestation::sim::default_sim_measurement(),
@@ -224,8 +221,8 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
             token: None,
             escrow,
             stake: U256::from(ETH),
-            spec_hash: parse32("config hash", &published.config_hash)?,
-            dataset_root: parse32("data root", &published.data_root)?,
+            spec_hash: B256::from(published.config_hash.0),
+            dataset_root: B256::from(published.data_root.0),
             measurements: vec![B256::from(sim_m)],
             min_operators: opts.operators,
             total_rounds: opts.rounds,
@@ -507,7 +504,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
             .enclave
             .clone()
             .unwrap_or_else(crate::enclave::default_enclave_program),
-        now: crate::run::now(),
+        now: crate::operator::now(),
     };
     println!(
         "\n$ conclave audit --rpc {} --contract {} --job {job} --checkpoints {} --policy {} --replay {}",

@@ -21,7 +21,7 @@ use conclave_protocol::channel::{PeerEvidence, Request, Response};
 
 use crate::enclave::{Channel, QemuConfig, VmTee, launch_qemu};
 use crate::image_build::load_image;
-use crate::run::{appraise_peer, now, random_nonce};
+use crate::operator::{appraise_peer, now, random_nonce};
 
 /// How to boot.
 #[derive(Debug, Clone)]
@@ -148,8 +148,8 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
     );
     let answer = channel
         .call(&Request::Hello {
-            job_id: job_id.clone(),
-            nonce: nonce.clone(),
+            job_id: conclave_attestation::JobId(job_id.0),
+            nonce,
         })
         .context("no answer to Hello")
         .map_err(failed)?;
@@ -164,7 +164,7 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
     else {
         bail!("the enclave answered Hello with something else");
     };
-    let job = conclave_attestation::JobId::from_hex(&job_id)?;
+    let job = conclave_attestation::JobId(job_id.0);
     let peer = PeerEvidence { evidence, nonce };
     let (accepted, ctx) = appraise_peer(&peer, job, &crate::demo::demo_policy(), now())
         .context("appraising the guest's evidence under a policy allowing sim")?;

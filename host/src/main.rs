@@ -18,6 +18,34 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or as JSON objects (one per line). `RUST_LOG` filters
+    /// them (default: `info` for Conclave, `warn` for the libraries).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr (stdout carries each command's results).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,conclave=info,conclave_host=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 #[derive(Subcommand)]
@@ -195,7 +223,7 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         replay: a.replay,
         data: a.data,
         enclave_program: conclave_host::enclave::default_enclave_program(),
-        now: conclave_host::run::now(),
+        now: conclave_host::operator::now(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -216,7 +244,7 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
 
 fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     use conclave_host::api::{JobState, Shared, spawn_server};
-    let cfg = conclave_host::run::OperatorConfig::load(config, std::env::vars())?;
+    let cfg = conclave_host::config::OperatorConfig::load(config, std::env::vars())?;
     let job = cfg
         .job
         .as_ref()
@@ -225,7 +253,7 @@ fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let state = Shared::new(cfg.storage.dir.clone());
     if let Some(listen) = &cfg.api.listen {
         let addr = spawn_server(state.clone(), listen)?;
-        eprintln!("conclave API on http://{addr}");
+        tracing::info!("conclave API on http://{addr}");
     }
     state.add_job(
         &id,
@@ -247,8 +275,8 @@ fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn run_node(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = conclave_host::node::NodeConfig::load(config, std::env::vars())?;
-    let s = conclave_host::node::run_node(&cfg)?;
+    let cfg = conclave_host::config::NodeConfig::load(config, std::env::vars())?;
+    let s = conclave_host::node::run_node(&cfg, &mut |ev| println!("{ev}"))?;
     println!(
         "operator {}: {} rounds: model {}; excluded {:?}",
         s.operator,
@@ -261,11 +289,12 @@ fn run_node(config: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run { config } => run_job(&config),
         Command::Node { config } => run_node(&config),
         Command::Serve { config } => {
-            conclave_host::run::OperatorConfig::load(&config, std::env::vars())
+            conclave_host::config::OperatorConfig::load(&config, std::env::vars())
                 .and_then(conclave_host::api::serve)
                 .map(|()| ExitCode::SUCCESS)
         }

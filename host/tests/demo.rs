@@ -97,7 +97,7 @@ async fn the_demo_runs_end_to_end_and_audit_catches_tampering() {
         replay: 0,
         data: root().join(".data/cache"),
         enclave_program: enclave_program(),
-        now: conclave_host::run::now(),
+        now: conclave_host::operator::now(),
     };
     let tampered = |name: &str| {
         let d = tmp.path().join(name);

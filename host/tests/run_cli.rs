@@ -118,10 +118,13 @@ fn run_trains_rounds_on_sim_enclaves_and_stores_verifiable_results() {
     assert!(after.iter().all(|h| *h == after[0]));
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(store.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["model_hash"], after[0].as_str());
+    assert_eq!(summary["model_hash"], after[0].to_hex().as_str());
     let weights = std::fs::read(store.join("checkpoints/step-000004.safetensors")).unwrap();
     use sha2::Digest;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&weights)), after[0]);
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&weights)),
+        after[0].to_hex()
+    );
 }
 
 #[test]

@@ -13,8 +13,11 @@ use std::io::{Read, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use conclave_attestation::{EnclaveAddress, JobId, Nonce};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
+
+use crate::hash::Hash32;
 
 /// Frame magic.
 pub const FRAME_MAGIC: &[u8; 5] = b"CNVCH";
@@ -72,8 +75,7 @@ impl<'de> Deserialize<'de> for Blob {
 #[serde(deny_unknown_fields)]
 pub struct PeerEvidence {
     pub evidence: Blob,
-    /// 32 bytes, hex.
-    pub nonce: String,
+    pub nonce: Nonce,
 }
 
 /// What an enclave is asked to work on. The enclave recomputes `config_hash` from `config`
@@ -81,14 +83,13 @@ pub struct PeerEvidence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// 32 bytes, hex.
-    pub job_id: String,
+    pub job_id: JobId,
     /// The training configuration (TOML), as the customer published it.
     pub config: String,
-    /// SHA-256 of the canonical configuration (`TrainConfig::hash`), hex.
-    pub config_hash: String,
-    /// Merkle root of the dataset's shard hashes, hex.
-    pub data_root: String,
+    /// SHA-256 of the canonical configuration (`TrainConfig::hash`).
+    pub config_hash: Hash32,
+    /// Merkle root of the dataset's shard hashes.
+    pub data_root: Hash32,
     /// This operator's index in the active set (its shard assignment).
     pub operator: u32,
     /// The size of the active set.
@@ -98,15 +99,15 @@ pub struct JobSpec {
     /// SHA-256 model hash of the job's initial weights, hex: the only checkpoint the enclave
     /// loads without a signed manifest.
     #[serde(default)]
-    pub initial_model_hash: Option<String>,
+    pub initial_model_hash: Option<Hash32>,
 }
 
 /// Host → enclave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Evidence binding the enclave key to `job_id` and `nonce` (both 32 bytes, hex).
-    Hello { job_id: String, nonce: String },
+    /// Evidence binding the enclave key to `job_id` and `nonce`.
+    Hello { job_id: JobId, nonce: Nonce },
     /// Load a job; answered by a signed `job-accepted` statement.
     LoadJob { spec: JobSpec },
     /// Replace the model with a checkpoint: `weights` (safetensors) and either a signed
@@ -161,8 +162,8 @@ pub enum Request {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
     Hello {
-        /// The enclave key's address, hex.
-        address: String,
+        /// The enclave key's address.
+        address: EnclaveAddress,
         /// Uncompressed public key x ‖ y, hex.
         public_key: String,
         /// The evidence bundle.
@@ -177,17 +178,18 @@ pub enum Response {
         weights: Blob,
         manifest: Blob,
     },
-    /// A signed registration consent (all hex: 32-byte hashes, a 65-byte r ‖ s ‖ v signature).
+    /// A signed registration consent (the signature: 65 bytes r ‖ s ‖ v, hex; the measurement
+    /// as the chain records it, 32 bytes).
     Registration {
-        evidence_hash: String,
-        measurement: String,
+        evidence_hash: Hash32,
+        measurement: Hash32,
         signature: String,
     },
     /// A signed checkpoint statement.
     Commitment {
         round: u64,
-        model_hash: String,
-        receipt_hash: String,
+        model_hash: Hash32,
+        receipt_hash: Hash32,
         signature: String,
     },
     Bye,
@@ -279,7 +281,7 @@ mod tests {
             updates: vec![Blob(vec![1, 2, 3])],
             peers: vec![PeerEvidence {
                 evidence: Blob(vec![9; 40]),
-                nonce: "00".repeat(32),
+                nonce: Nonce([0; 32]),
             }],
         };
         let mut buf = Vec::new();

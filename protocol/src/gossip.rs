@@ -11,10 +11,12 @@
 //! the receiver verifies against the signer's announced evidence; an announce carries evidence
 //! the receiver appraises under the job policy.
 
+use conclave_attestation::{EnclaveAddress, JobId, Nonce};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::channel::Blob;
+use crate::hash::Hash32;
 
 /// Message magic.
 pub const GOSSIP_MAGIC: &[u8; 5] = b"CNVGS";
@@ -122,16 +124,15 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Announce {
-    /// The job (32 bytes, hex).
-    pub job_id: String,
+    pub job_id: JobId,
     /// The operator's index in the active set.
     pub operator: u32,
-    /// The enclave key's address, `0x` + 40 hex digits.
-    pub address: String,
+    /// The enclave key's address.
+    pub address: EnclaveAddress,
     /// The enclave's evidence bundle.
     pub evidence: Blob,
-    /// The nonce the evidence binds with the key and the job (32 bytes, hex).
-    pub nonce: String,
+    /// The nonce the evidence binds with the key and the job.
+    pub nonce: Nonce,
     /// The operator's libp2p peer id (base58 text).
     pub peer_id: String,
     /// Its listen multiaddrs (text).
@@ -157,8 +158,8 @@ pub struct Update {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobRef {
-    /// SHA-256 of the bytes, hex.
-    pub sha256: String,
+    /// SHA-256 of the bytes.
+    pub sha256: Hash32,
     pub size: u64,
 }
 
@@ -171,8 +172,8 @@ pub const MAX_BLOB: u64 = 1 << 30;
 pub struct Heartbeat {
     pub operator: u32,
     pub round: u64,
-    /// SHA-256 of the weights after the round, hex.
-    pub model_hash: String,
+    /// SHA-256 of the weights after the round.
+    pub model_hash: Hash32,
     /// The operator's signed `round-receipt` envelope of the round, so that every operator
     /// keeps every receipt (an auditor finds the one a checkpoint on chain names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,13 +290,6 @@ impl Message {
     fn check(&self) -> Result<(), GossipError> {
         match self {
             Message::Announce(a) => {
-                hex_field("job_id", &a.job_id, 32)?;
-                hex_field("nonce", &a.nonce, 32)?;
-                let addr = a
-                    .address
-                    .strip_prefix("0x")
-                    .ok_or_else(|| field("address", "must start with 0x"))?;
-                hex_field("address", addr, 20)?;
                 if a.operator >= MAX_OPERATORS {
                     return Err(field(
                         "operator",
@@ -331,7 +325,7 @@ impl Message {
                     if b.size == 0 || b.size > MAX_BLOB {
                         return Err(field("blob", format!("{} bytes (1 to {MAX_BLOB})", b.size)));
                     }
-                    hex_field("blob.sha256", &b.sha256, 32)
+                    Ok(())
                 }
             },
             Message::Heartbeat(h) => {
@@ -344,7 +338,7 @@ impl Message {
                 if h.receipt.as_ref().is_some_and(|r| r.0.is_empty()) {
                     return Err(field("receipt", "empty"));
                 }
-                hex_field("model_hash", &h.model_hash, 32)
+                Ok(())
             }
         }
     }
@@ -355,13 +349,6 @@ fn field(field: &'static str, reason: impl Into<String>) -> GossipError {
         field,
         reason: reason.into(),
     }
-}
-
-fn hex_field(name: &'static str, s: &str, bytes: usize) -> Result<(), GossipError> {
-    if s.len() != 2 * bytes || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(field(name, format!("must be {bytes} bytes of hex")));
-    }
-    Ok(())
 }
 
 fn text_field(name: &'static str, s: &str) -> Result<(), GossipError> {
@@ -380,11 +367,11 @@ mod tests {
 
     fn announce() -> Message {
         Message::Announce(Announce {
-            job_id: "ab".repeat(32),
+            job_id: JobId([0xab; 32]),
             operator: 2,
-            address: format!("0x{}", "12".repeat(20)),
+            address: EnclaveAddress([0x12; 20]),
             evidence: Blob(vec![7; 1000]),
-            nonce: "cd".repeat(32),
+            nonce: Nonce([0xcd; 32]),
             peer_id: "12D3KooWExample".into(),
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
         })
@@ -403,20 +390,20 @@ mod tests {
                 round: 3,
                 envelope: Blob(Vec::new()),
                 blob: Some(BlobRef {
-                    sha256: "ab".repeat(32),
+                    sha256: Hash32([0xab; 32]),
                     size: 20 << 20,
                 }),
             }),
             Message::Heartbeat(Heartbeat {
                 operator: 1,
                 round: 3,
-                model_hash: "ef".repeat(32),
+                model_hash: Hash32([0xef; 32]),
                 receipt: None,
             }),
             Message::Heartbeat(Heartbeat {
                 operator: 1,
                 round: 3,
-                model_hash: "ef".repeat(32),
+                model_hash: Hash32([0xef; 32]),
                 receipt: Some(Blob(vec![7; 3000])),
             }),
         ] {
@@ -519,25 +506,24 @@ mod tests {
     }
 
     #[test]
+    fn hex_fields_that_are_not_hex_do_not_decode() {
+        let m = announce();
+        let Message::Announce(a) = &m else {
+            unreachable!()
+        };
+        let bytes = m.encode().unwrap();
+        for (good, len) in [(a.nonce.to_string(), 64), (a.address.to_string(), 40)] {
+            let text = String::from_utf8_lossy(&bytes).replacen(&good, &"z".repeat(len), 1);
+            assert!(Message::decode(text.as_bytes()).is_err(), "{good}");
+        }
+    }
+
+    #[test]
     fn fields_are_checked() {
         let Message::Announce(a) = announce() else {
             unreachable!()
         };
         let cases: Vec<(Announce, &str)> = vec![
-            (
-                Announce {
-                    address: "12".repeat(20),
-                    ..a.clone()
-                },
-                "address",
-            ),
-            (
-                Announce {
-                    nonce: "zz".repeat(32),
-                    ..a.clone()
-                },
-                "nonce",
-            ),
             (
                 Announce {
                     addrs: vec!["/ip4/1.2.3.4/tcp/1".into(); MAX_ADDRS + 1],

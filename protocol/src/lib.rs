@@ -11,12 +11,20 @@
 pub mod channel;
 pub mod dataset;
 pub mod gossip;
+pub mod hash;
+pub mod model;
 pub mod pack;
 pub mod receipt;
+pub mod statement;
 pub mod sync;
 pub mod toploc;
 pub mod update;
 
+pub use hash::Hash32;
+pub use statement::{
+    CheckpointManifest, JobAccepted, Signed, Statement, StatementError, StatementKind,
+    UpdatePayload, job_domain,
+};
 pub use update::{
     BlockShape, Codebook, DecodeLimits, IndexEncoding, SparseUpdate, TensorUpdate, Transform,
     UpdateError, UpdateHash, ValueEncoding, Values,

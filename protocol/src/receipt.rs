@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::hash::Hash32;
 use crate::toploc::Thresholds;
 
 /// Receipts larger than this are refused before parsing.
@@ -32,7 +33,7 @@ pub struct Probe {
     /// The dataset shard the probe is drawn from (the operator's shard for the round).
     pub shard: u32,
     /// Its hash as the dataset manifest lists it.
-    pub shard_sha256: String,
+    pub shard_sha256: Hash32,
     /// Window starts (token offsets into the shard), drawn as windows of `context` tokens
     /// (whole examples for SFT data).
     pub starts: Vec<u64>,
@@ -59,16 +60,16 @@ pub struct ToplocParams {
 #[serde(deny_unknown_fields)]
 pub struct RoundReceipt {
     pub version: u32,
-    pub config_hash: String,
-    pub data_root: String,
+    pub config_hash: Hash32,
+    pub data_root: Hash32,
     pub seed: u64,
     pub round: u64,
     pub step_before: u64,
     pub step_after: u64,
-    pub model_hash_before: String,
-    pub model_hash_after: String,
-    /// Hex SHA-256 of each encoded peer update, in aggregation order.
-    pub updates: Vec<String>,
+    pub model_hash_before: Hash32,
+    pub model_hash_after: Hash32,
+    /// SHA-256 of each encoded peer update, in aggregation order.
+    pub updates: Vec<Hash32>,
     pub outer: OuterStep,
     pub probe: Probe,
     pub toploc: ToplocParams,
@@ -91,10 +92,6 @@ pub enum ReceiptError {
     Version(u32),
     #[error("receipt field {field}: {why}")]
     Field { field: &'static str, why: String },
-}
-
-fn is_hex32(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl RoundReceipt {
@@ -125,22 +122,8 @@ impl RoundReceipt {
         if self.version != RECEIPT_VERSION {
             return Err(ReceiptError::Version(self.version));
         }
-        for (name, h) in [
-            ("config_hash", &self.config_hash),
-            ("data_root", &self.data_root),
-            ("model_hash_before", &self.model_hash_before),
-            ("model_hash_after", &self.model_hash_after),
-            ("probe.shard_sha256", &self.probe.shard_sha256),
-        ] {
-            if !is_hex32(h) {
-                return Err(field(name, "not 64 hex digits"));
-            }
-        }
         if self.updates.is_empty() || self.updates.len() > 4096 {
             return Err(field("updates", "must name 1 to 4096 updates"));
-        }
-        if !self.updates.iter().all(|u| is_hex32(u)) {
-            return Err(field("updates", "an entry is not 64 hex digits"));
         }
         if self.step_after <= self.step_before {
             return Err(field("step_after", "must be after step_before"));
@@ -198,18 +181,18 @@ mod tests {
     use super::*;
 
     fn sample() -> RoundReceipt {
-        let h = "ab".repeat(32);
+        let h = Hash32([0xab; 32]);
         RoundReceipt {
             version: 1,
-            config_hash: h.clone(),
-            data_root: h.clone(),
+            config_hash: h,
+            data_root: h,
             seed: 1,
             round: 0,
             step_before: 0,
             step_after: 10,
-            model_hash_before: h.clone(),
-            model_hash_after: h.clone(),
-            updates: vec![h.clone()],
+            model_hash_before: h,
+            model_hash_after: h,
+            updates: vec![h],
             outer: OuterStep::Sgd {
                 lr: 1.0,
                 clip_median_norm: true,
@@ -264,9 +247,9 @@ mod tests {
                 ..
             })
         ));
-        let mut bad = r.clone();
-        bad.model_hash_after = "zz".into();
-        assert!(RoundReceipt::from_json(&bad.to_json()).is_err());
+        let text = String::from_utf8(r.to_json()).unwrap();
+        let bad = text.replacen(&r.model_hash_after.to_hex(), "zz", 1);
+        assert!(RoundReceipt::from_json(bad.as_bytes()).is_err());
         let mut bad = r.clone();
         bad.version = 2;
         assert_eq!(

@@ -6,9 +6,11 @@
 //! `checkpoint-manifest` names, and the joiner's enclave verifies that manifest against the
 //! signer's evidence (which must pass the job policy) before it loads the weights.
 
+use conclave_attestation::JobId;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{Blob, PeerEvidence};
+use crate::hash::Hash32;
 
 /// The request-response protocol name.
 pub const SYNC_PROTOCOL: &str = "/conclave/sync/1";
@@ -26,10 +28,10 @@ pub const MAX_SYNC_RESPONSE: u64 = 2 * MAX_CHUNK as u64 + 512 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncRequest {
     /// The peer's latest checkpoint: its description and signed manifest.
-    Latest { job_id: String },
+    Latest { job_id: JobId },
     /// `len` bytes of the weights of the checkpoint at `step`, from `offset`.
     Chunk {
-        job_id: String,
+        job_id: JobId,
         step: u64,
         offset: u64,
         len: u32,
@@ -37,8 +39,8 @@ pub enum SyncRequest {
     /// `len` bytes from `offset` of a payload gossiped by reference
     /// ([`crate::gossip::BlobRef`]), named by its SHA-256 (hex).
     Blob {
-        job_id: String,
-        sha256: String,
+        job_id: JobId,
+        sha256: Hash32,
         offset: u64,
         len: u32,
     },
@@ -52,8 +54,8 @@ pub enum SyncResponse {
     Latest {
         round: u64,
         step: u64,
-        /// SHA-256 of the weights, hex (what the manifest names).
-        model_hash: String,
+        /// SHA-256 of the weights (what the manifest names).
+        model_hash: Hash32,
         /// Bytes of the weights.
         size: u64,
         /// The signed `checkpoint-manifest` envelope.
@@ -98,7 +100,7 @@ mod tests {
     #[test]
     fn requests_are_bounded_and_round_trip() {
         let r = SyncRequest::Chunk {
-            job_id: "ab".repeat(32),
+            job_id: JobId([0xab; 32]),
             step: 3,
             offset: 0,
             len: MAX_CHUNK,
@@ -108,7 +110,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<SyncRequest>(&text).unwrap(), r);
         for bad in [0, MAX_CHUNK + 1] {
             let r = SyncRequest::Chunk {
-                job_id: String::new(),
+                job_id: JobId([0; 32]),
                 step: 0,
                 offset: 0,
                 len: bad,

@@ -155,15 +155,40 @@ impl fmt::Display for IndexEncoding {
     }
 }
 
-/// How the kept values are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How the kept values are written. Configs and the command line name them `f32`, `bf16`,
+/// `2bit` and `1bit` (serde and [`std::str::FromStr`]); this is the one value-encoding enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ValueEncoding {
+    #[serde(rename = "f32")]
     F32,
+    #[serde(rename = "bf16")]
     Bf16,
     /// Templar's 4-bin codebook quantizer, codes packed four to a byte.
+    #[serde(rename = "2bit")]
     TwoBit,
     /// Psyche's sign-only values (±1), eight to a byte.
+    #[serde(rename = "1bit")]
     OneBit,
+}
+
+impl ValueEncoding {
+    /// Every encoding.
+    pub const ALL: [ValueEncoding; 4] = [
+        ValueEncoding::F32,
+        ValueEncoding::Bf16,
+        ValueEncoding::TwoBit,
+        ValueEncoding::OneBit,
+    ];
+}
+
+impl std::str::FromStr for ValueEncoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.to_string() == s)
+            .ok_or_else(|| format!("{s:?} is not a value encoding (f32, bf16, 2bit, 1bit)"))
+    }
 }
 
 impl ValueEncoding {

@@ -1,0 +1,515 @@
+//! The audit's judge: a pure function of the fetched [`AuditData`], the customer's policy and
+//! the time evidence is appraised at. No file, chain or clock is read here.
+//!
+//! For every checkpoint committed on chain: the weights hash to the committed model hash; the
+//! signed manifest verifies and names that hash; its signer is an enclave key registered on
+//! chain; the receipt the chain names is in the folder, signed by the committing operator's
+//! enclave, and ends on the committed model; and the round receipts chain (each round starts
+//! where the one before ended). For the job: every enclave of the folder has evidence that
+//! passes the policy, is registered on chain with that evidence and measurement, runs a
+//! measurement the job allows, and its operator is not slashed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use alloy::primitives::{Address, B256};
+use conclave_attestation::eip712::{chain_measurement, job_word};
+use conclave_attestation::{
+    AcceptedEvidence, BindingContext, Endorsements, Evidence, JobId, Policy, UnixTime, appraise,
+};
+use conclave_protocol::receipt::RoundReceipt;
+use conclave_protocol::{CheckpointManifest, Signed, Statement, StatementError, job_domain};
+
+use super::data::{AuditData, CheckpointData, CheckpointOnChain, OperatorFiles};
+use super::{AuditReport, Check, CheckpointRow, check};
+use crate::chain::OperatorStatus;
+use crate::store::JobStore;
+
+/// An enclave of the folder: its announced identity and the appraisal of its evidence.
+struct Enclave {
+    index: u32,
+    address: Address,
+    accepted: Option<AcceptedEvidence>,
+    rejected: String,
+    ctx: BindingContext,
+}
+
+/// A statement whose signature verified against an attested enclave of the folder.
+pub(super) enum Verified<T> {
+    /// Its payload parses as `T`.
+    Statement(Signed<T>),
+    /// Signed, but its payload does not parse as `T`.
+    BadPayload {
+        signer: Address,
+        payload: Vec<u8>,
+        why: String,
+    },
+}
+
+impl<T: Statement> Verified<T> {
+    fn signer(&self) -> Address {
+        match self {
+            Verified::Statement(s) => Address::from(s.signer().0),
+            Verified::BadPayload { signer, .. } => *signer,
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Verified::Statement(s) => s.payload(),
+            Verified::BadPayload { payload, .. } => payload,
+        }
+    }
+}
+
+/// Verifies signed statements against the folder's enclaves, appraised under the policy.
+pub(super) struct Verifier {
+    domain: String,
+    enclaves: Vec<Enclave>,
+}
+
+impl Verifier {
+    /// Appraises every enclave of the folder under `policy` at `now`.
+    pub(super) fn new(data: &AuditData, policy: &Policy, now: UnixTime) -> Self {
+        let job_id = JobId(job_word(data.job));
+        Verifier {
+            domain: job_domain(&job_id),
+            enclaves: data
+                .folder
+                .operators
+                .iter()
+                .map(|op| appraise_enclave(op, job_id, policy, now))
+                .collect(),
+        }
+    }
+
+    /// Verifies an envelope as a `T` from an enclave of the folder whose evidence the policy
+    /// accepts. `Err`: why it is not such a statement.
+    pub(super) fn verify<T: Statement>(&self, bytes: &[u8]) -> Result<Verified<T>, String> {
+        let env =
+            Signed::<T>::decode_envelope(bytes).map_err(|e| format!("not an envelope: {e}"))?;
+        let signer = Address::from(env.signer.0);
+        let e = self
+            .enclaves
+            .iter()
+            .find(|e| e.address == signer)
+            .ok_or_else(|| format!("signed by {signer}, no enclave of the folder"))?;
+        let acc = e.accepted.as_ref().ok_or_else(|| {
+            format!(
+                "signer {signer}'s evidence is rejected by the policy: {}",
+                e.rejected
+            )
+        })?;
+        match Signed::<T>::verify(bytes, &self.domain, acc, &e.ctx) {
+            Ok(s) => Ok(Verified::Statement(s)),
+            Err(StatementError::Payload { why, .. }) => Ok(Verified::BadPayload {
+                signer,
+                payload: env.payload,
+                why,
+            }),
+            Err(e) => Err(format!("signature: {e}")),
+        }
+    }
+}
+
+/// Decodes and appraises an operator's evidence; unreadable evidence is rejected, named.
+fn appraise_enclave(op: &OperatorFiles, job_id: JobId, policy: &Policy, now: UnixTime) -> Enclave {
+    let path = op.evidence.path.display();
+    let appraisal = op
+        .evidence
+        .content
+        .clone()
+        .and_then(|b| Evidence::decode(&b).map_err(|e| format!("{path}: {e}")))
+        .and_then(|ev| {
+            appraise(&ev, &Endorsements::default(), policy, now).map_err(|e| format!("{path}: {e}"))
+        });
+    let (accepted, rejected) = match appraisal {
+        Ok(a) => (
+            a.accepted(),
+            a.reasons
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Err(why) => (None, why),
+    };
+    Enclave {
+        index: op.record.operator,
+        address: Address::from(op.record.address.0),
+        accepted,
+        rejected,
+        ctx: BindingContext {
+            job_id,
+            nonce: op.record.nonce,
+        },
+    }
+}
+
+/// Judges the fetched data (replays excluded): the job's checks and one row per committed
+/// checkpoint. Pure.
+pub fn judge(data: &AuditData, policy: &Policy, now: UnixTime) -> AuditReport {
+    let job = &data.chain.job;
+    let mut report = AuditReport {
+        job: data.job,
+        status: job.status,
+        state: job.state(),
+        total_rounds: job.total_rounds,
+        latest_round: job.latest_round,
+        job_checks: Vec::new(),
+        checkpoints: Vec::new(),
+        replays: Vec::new(),
+        pass: false,
+    };
+    let verifier = Verifier::new(data, policy, now);
+    let registered = judge_enclaves(data, &verifier, &mut report.job_checks);
+    let receipts = judge_rounds(data, &verifier, &mut report.job_checks);
+    for (&round, cp) in &data.chain.checkpoints {
+        if cp.model_hash == B256::ZERO || round == 0 {
+            continue; // skipped on chain (a later round was committed first)
+        }
+        let named = receipts
+            .get(&(round - 1))
+            .and_then(|v| v.iter().find(|x| x.payload_hash().0 == cp.receipt_hash.0));
+        let mut row = judge_checkpoint(data, &verifier, &registered, round, cp, named);
+        let chain_ok = (0..round).all(|k| {
+            let prefix = format!("round {k}:");
+            report
+                .job_checks
+                .iter()
+                .filter(|x| x.name.starts_with(&prefix))
+                .all(|x| x.pass)
+        });
+        check(
+            &mut row.checks,
+            "receipts chain to it",
+            chain_ok,
+            format!("rounds 0..{round}"),
+        );
+        report.checkpoints.push(row);
+    }
+    if report.checkpoints.is_empty() {
+        check(
+            &mut report.job_checks,
+            "checkpoints committed on chain",
+            false,
+            format!("job {} has none", data.job),
+        );
+    }
+    report.pass = report.all_pass();
+    report
+}
+
+/// The enclaves: evidence passes the policy and is what the chain registered. Returns the
+/// registered enclave keys with the accounts that registered them.
+fn judge_enclaves(
+    data: &AuditData,
+    verifier: &Verifier,
+    jc: &mut Vec<Check>,
+) -> BTreeMap<Address, Address> {
+    let mut registered = BTreeMap::new();
+    for e in &verifier.enclaves {
+        let name = format!("operator {} enclave {}", e.index, e.address);
+        let Some(acc) = &e.accepted else {
+            check(
+                jc,
+                &format!("{name}: evidence passes the policy"),
+                false,
+                e.rejected.clone(),
+            );
+            continue;
+        };
+        let reg = data.chain.keys.get(&e.address).copied().flatten();
+        let Some(reg) = reg else {
+            check(
+                jc,
+                &format!("{name}: registered on chain"),
+                false,
+                "no operator registered this key",
+            );
+            continue;
+        };
+        check(
+            jc,
+            &format!("{name}: registered on chain"),
+            true,
+            format!("by {}", reg.account),
+        );
+        let op = &reg.operator;
+        let m = B256::from(chain_measurement(acc.tee(), &acc.measurement()));
+        let ev = B256::from(acc.evidence_hash().0);
+        check(
+            jc,
+            &format!("{name}: registered evidence and measurement are its own"),
+            op.evidence_hash == ev && op.measurement == m,
+            format!(
+                "chain {} / {}, evidence {} / {m}",
+                op.evidence_hash,
+                op.measurement,
+                hex::encode(ev.0)
+            ),
+        );
+        check(
+            jc,
+            &format!("{name}: measurement allowed by the job"),
+            data.chain.measurements.contains(&m),
+            format!("{m}"),
+        );
+        check(
+            jc,
+            &format!("{name}: operator not slashed"),
+            !matches!(op.status, OperatorStatus::Slashed | OperatorStatus::None),
+            format!("status {}", op.status),
+        );
+        registered.insert(e.address, reg.account);
+    }
+    registered
+}
+
+/// The folder of round `k` (named in details).
+fn round_dir(data: &AuditData, k: u64) -> PathBuf {
+    data.folder
+        .rounds
+        .get(&k)
+        .map(|r| r.dir.clone())
+        .unwrap_or_else(|| JobStore::new(&data.folder.root).round_dir(k))
+}
+
+/// Round `k`'s receipts that verify and are of round `k`, and the checks of each receipt that
+/// does not (and of a JSON file that is not its envelope's payload).
+pub(super) fn verify_round(
+    data: &AuditData,
+    verifier: &Verifier,
+    k: u64,
+) -> (Vec<Signed<RoundReceipt>>, Vec<Check>) {
+    let mut got = Vec::new();
+    let mut checks = Vec::new();
+    let files = data.folder.rounds.get(&k).map(|r| r.receipts.as_slice());
+    for x in files.unwrap_or_default() {
+        let what = format!("round {k} {}", x.name());
+        let verified = x
+            .envelope
+            .content
+            .as_deref()
+            .map_err(|e| e.clone())
+            .and_then(|b| verifier.verify::<RoundReceipt>(b));
+        let v = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                let name = format!("{what}: signed by an attested enclave");
+                check(&mut checks, &name, false, e);
+                continue;
+            }
+        };
+        let detail = match x.json.content.as_deref() {
+            Ok(json) if json == v.payload() => None,
+            Ok(_) => Some(format!(
+                "{} differs from the envelope's payload",
+                x.json.path.display()
+            )),
+            Err(why) => Some(why.clone()),
+        };
+        if let Some(detail) = detail {
+            let name = format!("{what}: JSON is the signed payload");
+            check(&mut checks, &name, false, detail);
+        }
+        match v {
+            Verified::Statement(s) if s.statement.round == k => got.push(s),
+            Verified::Statement(s) => {
+                let detail = format!("a receipt of round {}", s.statement.round);
+                check(&mut checks, &what, false, detail);
+            }
+            Verified::BadPayload { why, .. } => {
+                check(&mut checks, &what, false, why);
+            }
+        }
+    }
+    (got, checks)
+}
+
+/// The receipts of every round up to the latest on chain, verified, and their chain.
+fn judge_rounds(
+    data: &AuditData,
+    verifier: &Verifier,
+    jc: &mut Vec<Check>,
+) -> BTreeMap<u64, Vec<Signed<RoundReceipt>>> {
+    let mut receipts = BTreeMap::new();
+    let mut prev_after = None;
+    for k in 0..data.chain.job.latest_round {
+        let (got, checks) = verify_round(data, verifier, k);
+        jc.extend(checks);
+        let Some(first) = got.first() else {
+            check(
+                jc,
+                &format!("round {k}: receipts"),
+                false,
+                format!("no verified receipt in {}", round_dir(data, k).display()),
+            );
+            prev_after = None;
+            receipts.insert(k, got);
+            continue;
+        };
+        let after = first.statement.model_hash_after;
+        let before = first.statement.model_hash_before;
+        let agree = got.iter().all(|r| {
+            r.statement.model_hash_after == after && r.statement.model_hash_before == before
+        });
+        check(
+            jc,
+            &format!("round {k}: receipts agree"),
+            agree,
+            format!("{} receipts", got.len()),
+        );
+        if let Some(p) = prev_after {
+            check(
+                jc,
+                &format!(
+                    "round {k}: starts where round {} ended",
+                    k.saturating_sub(1)
+                ),
+                p == before,
+                format!("before {before}, previous after {p}"),
+            );
+        }
+        prev_after = Some(after);
+        receipts.insert(k, got);
+    }
+    receipts
+}
+
+/// A committed checkpoint: the receipt the chain names (`named`, if one verified), the
+/// weights and the signed manifest.
+fn judge_checkpoint(
+    data: &AuditData,
+    verifier: &Verifier,
+    registered: &BTreeMap<Address, Address>,
+    round: u64,
+    cp: &CheckpointOnChain,
+    named: Option<&Signed<RoundReceipt>>,
+) -> CheckpointRow {
+    let mh = hex::encode(cp.model_hash.0);
+    let mut row = CheckpointRow {
+        round,
+        step: None,
+        model_hash: mh,
+        committed_by: cp.operator.to_string(),
+        checks: Vec::new(),
+    };
+    let c = &mut row.checks;
+    let Some(x) = named else {
+        check(
+            c,
+            "receipt named on chain",
+            false,
+            format!(
+                "no verified receipt of round {} hashes to {}",
+                round - 1,
+                cp.receipt_hash
+            ),
+        );
+        return row;
+    };
+    let signer = Address::from(x.signer().0);
+    check(
+        c,
+        "receipt named on chain",
+        true,
+        format!("signed by {signer}"),
+    );
+    check(
+        c,
+        "receipt ends on the committed model",
+        x.statement.model_hash_after.0 == cp.model_hash.0,
+        format!("receipt after {}", x.statement.model_hash_after),
+    );
+    let by = registered.get(&signer).copied().unwrap_or(Address::ZERO);
+    check(
+        c,
+        "receipt signed by the committing operator's enclave",
+        by == cp.operator,
+        format!("signer registered by {by}, committed by {}", cp.operator),
+    );
+    let step = x.statement.step_after;
+    row.step = Some(step);
+    let missing;
+    let files = match data.folder.checkpoints.get(&step) {
+        Some(f) => f,
+        None => {
+            let store = JobStore::new(&data.folder.root);
+            missing = CheckpointData::not_read(step, store.checkpoint(step));
+            &missing
+        }
+    };
+    checkpoint_files(files, verifier, registered, cp, &mut row.checks);
+    row
+}
+
+/// The checks of a stored checkpoint's files against the committed one.
+fn checkpoint_files(
+    files: &CheckpointData,
+    verifier: &Verifier,
+    registered: &BTreeMap<Address, Address>,
+    cp: &CheckpointOnChain,
+    c: &mut Vec<Check>,
+) {
+    let weights = &files.weights_sha256;
+    match &weights.content {
+        Ok(h) => {
+            let detail = format!("{} hashes to {h}", weights.path.display());
+            let pass = h.0 == cp.model_hash.0;
+            check(c, "weights hash to the committed model", pass, detail);
+        }
+        Err(e) => {
+            check(c, "weights hash to the committed model", false, e.clone());
+        }
+    }
+    let verified = files
+        .envelope
+        .content
+        .as_deref()
+        .map_err(|e| e.clone())
+        .and_then(|b| verifier.verify::<CheckpointManifest>(b));
+    let v = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            check(c, "signed manifest verifies", false, e);
+            return;
+        }
+    };
+    match &v {
+        Verified::Statement(s) => {
+            let m = &s.statement;
+            check(
+                c,
+                "signed manifest names the committed model",
+                m.model_hash.0 == cp.model_hash.0 && m.step == files.step,
+                format!("manifest model {}, step {}", m.model_hash, m.step),
+            );
+        }
+        Verified::BadPayload { why, .. } => {
+            let name = "signed manifest names the committed model";
+            check(c, name, false, why.clone());
+        }
+    }
+    let json = &files.manifest;
+    check(
+        c,
+        "manifest JSON is the signed payload",
+        json.content.as_deref().ok() == Some(v.payload()),
+        match &json.content {
+            Ok(_) => format!("{}", json.path.display()),
+            Err(why) => why.clone(),
+        },
+    );
+    let signer = v.signer();
+    check(
+        c,
+        "manifest signer is a registered enclave",
+        registered.contains_key(&signer),
+        format!("{signer}"),
+    );
+}
+
+#[cfg(test)]
+#[path = "judge_tests.rs"]
+mod tests;

@@ -1,0 +1,918 @@
+//! The gossip validator's state: what the node knows about the job's network (accepted
+//! announces, each round's updates, equivocators, heartbeats and receipts) and the verdict on
+//! every message. Pure: no IO, no clock (callers pass `now`); what needs IO (storing an
+//! equivocation's two envelopes, fetching an update gossiped by reference) comes out as an
+//! [`Outcome`] for the driver to perform.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use conclave_attestation::{
+    AcceptedEvidence, BindingContext, EnclaveAddress, Endorsements, Evidence, JobId, Policy,
+    UnixTime, appraise,
+};
+use conclave_protocol::channel::PeerEvidence;
+use conclave_protocol::gossip::{self, Kind, Message};
+use conclave_protocol::receipt::RoundReceipt;
+use conclave_protocol::{Hash32, Signed, StatementError, UpdatePayload};
+use libp2p::{Multiaddr, PeerId};
+
+/// Rounds ahead of the current one whose updates are kept (a faster peer may be one ahead).
+pub const ROUND_WINDOW: u64 = 1;
+
+/// A peer's verified receipt: the envelope and its payload (the receipt JSON).
+pub type SignedReceipt = (Vec<u8>, Vec<u8>);
+
+/// The job as the network layer sees it.
+#[derive(Clone)]
+pub struct JobView {
+    pub job: JobId,
+    pub domain: String,
+    pub policy: Policy,
+    pub operators: u32,
+}
+
+impl JobView {
+    pub fn job_hex(&self) -> String {
+        self.job.to_string()
+    }
+}
+
+/// An operator whose announce was accepted.
+#[derive(Clone)]
+pub struct Peer {
+    pub operator: u32,
+    pub address: EnclaveAddress,
+    pub evidence: PeerEvidence,
+    pub accepted: AcceptedEvidence,
+    pub ctx: BindingContext,
+    pub peer_id: PeerId,
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// Every way a message is refused (and counted against the peer that delivered it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Misbehaved {
+    /// The bytes are not a message of the topic's kind (size, magic, shape).
+    Malformed(String),
+    AnnounceForAnotherJob(JobId),
+    OperatorOutsideSet {
+        operator: u32,
+        operators: u32,
+    },
+    BadPeerId(String),
+    AuthoredByAnother {
+        peer: PeerId,
+        author: Option<PeerId>,
+    },
+    BadEvidence {
+        operator: u32,
+        why: String,
+    },
+    IndexTaken {
+        operator: u32,
+        by: EnclaveAddress,
+    },
+    EvidenceTaken {
+        operator: u32,
+    },
+    Appraisal {
+        operator: u32,
+        why: String,
+    },
+    EvidenceRejected {
+        operator: u32,
+        reasons: Vec<String>,
+    },
+    BlobWithoutPublisher,
+    BadEnvelope(String),
+    UnattestedSigner(EnclaveAddress),
+    BadStatement {
+        what: &'static str,
+        operator: u32,
+        why: String,
+    },
+    RoundMismatch {
+        operator: u32,
+        outside: u64,
+        inside: u64,
+    },
+    HeartbeatByAnother {
+        operator: u32,
+    },
+    ReceiptMismatch {
+        operator: u32,
+        round: u64,
+        model: Hash32,
+    },
+}
+
+impl fmt::Display for Misbehaved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Misbehaved::*;
+        match self {
+            Malformed(e) => f.write_str(e),
+            AnnounceForAnotherJob(j) => write!(f, "announce for another job {j}"),
+            OperatorOutsideSet {
+                operator,
+                operators,
+            } => write!(
+                f,
+                "operator {operator} is outside the active set of {operators}"
+            ),
+            BadPeerId(p) => write!(f, "announce names an invalid peer id {p}"),
+            AuthoredByAnother { peer, author } => write!(
+                f,
+                "announce of peer {peer} authored by {}",
+                author
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "nobody".into())
+            ),
+            BadEvidence { operator, why } => write!(f, "operator {operator}: evidence: {why}"),
+            IndexTaken { operator, by } => write!(
+                f,
+                "operator {operator} is already announced by enclave 0x{by} at another peer"
+            ),
+            EvidenceTaken { operator } => {
+                write!(f, "this evidence is already operator {operator}'s")
+            }
+            Appraisal { operator, why } => write!(f, "operator {operator}: appraisal: {why}"),
+            EvidenceRejected { operator, reasons } => write!(
+                f,
+                "operator {operator}: evidence rejected: {}",
+                reasons.join("; ")
+            ),
+            BlobWithoutPublisher => f.write_str("an update by reference without its publisher"),
+            BadEnvelope(e) => write!(f, "update envelope: {e}"),
+            UnattestedSigner(a) => write!(
+                f,
+                "update signed by 0x{a}, whose evidence no operator announced (unattested signer)"
+            ),
+            BadStatement {
+                what,
+                operator,
+                why,
+            } => {
+                write!(f, "{what} of operator {operator}: {why}")
+            }
+            RoundMismatch {
+                operator,
+                outside,
+                inside,
+            } => write!(
+                f,
+                "update of operator {operator} says round {outside} outside, {inside} inside"
+            ),
+            HeartbeatByAnother { operator } => {
+                write!(
+                    f,
+                    "heartbeat of operator {operator} authored by another peer"
+                )
+            }
+            ReceiptMismatch {
+                operator,
+                round,
+                model,
+            } => write!(
+                f,
+                "receipt of operator {operator} is not of round {round} ending on {model}"
+            ),
+        }
+    }
+}
+
+/// Every way a message is dropped without blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    DuplicateUpdate,
+    DuplicateHeartbeat,
+    /// An update for a round already closed.
+    Replay {
+        operator: u32,
+        round: u64,
+        current: u64,
+    },
+    BeyondWindow {
+        operator: u32,
+        round: u64,
+        current: u64,
+    },
+    BlobOutsideWindow {
+        round: u64,
+        current: u64,
+    },
+    BlobFromStranger(PeerId),
+    Excluded {
+        operator: u32,
+        since: u64,
+    },
+    HeartbeatOfUnknown(u32),
+    HeartbeatOutsideWindow {
+        operator: u32,
+        round: u64,
+        current: u64,
+    },
+}
+
+impl Ignored {
+    /// A plain duplicate (not worth a log line).
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Ignored::DuplicateUpdate | Ignored::DuplicateHeartbeat)
+    }
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Ignored::*;
+        match self {
+            DuplicateUpdate => f.write_str("duplicate update"),
+            DuplicateHeartbeat => f.write_str("duplicate heartbeat"),
+            Replay {
+                operator,
+                round,
+                current,
+            } => write!(
+                f,
+                "replay: operator {operator}'s update for round {round}, the current round is {current}"
+            ),
+            BeyondWindow {
+                operator,
+                round,
+                current,
+            } => write!(
+                f,
+                "operator {operator}'s update for round {round} is beyond the window (current {current})"
+            ),
+            BlobOutsideWindow { round, current } => write!(
+                f,
+                "update by reference for round {round} outside the window (current {current})"
+            ),
+            BlobFromStranger(p) => {
+                write!(f, "update by reference from {p}, not an announced operator")
+            }
+            Excluded { operator, since } => {
+                write!(
+                    f,
+                    "operator {operator} is excluded (equivocated in round {since})"
+                )
+            }
+            HeartbeatOfUnknown(o) => write!(f, "heartbeat of operator {o}, not announced"),
+            HeartbeatOutsideWindow {
+                operator,
+                round,
+                current,
+            } => write!(
+                f,
+                "heartbeat of operator {operator} for round {round} outside the window (current {current})"
+            ),
+        }
+    }
+}
+
+/// A validation verdict and its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Ignore(Ignored),
+    Reject(Misbehaved),
+}
+
+/// What validation asks the driver to do (IO the state does not do itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Operator `operator` signed two different updates for `round`: both envelopes, to keep
+    /// as evidence. It is excluded from that round on.
+    Equivocation {
+        round: u64,
+        operator: u32,
+        address: EnclaveAddress,
+        first: Vec<u8>,
+        second: Vec<u8>,
+    },
+    /// An update gossiped by reference, to fetch from its publisher.
+    Fetch {
+        round: u64,
+        blob: gossip::BlobRef,
+        from: PeerId,
+    },
+    /// An announce accepted for the first time (dial it, re-announce ourselves).
+    NewPeer { operator: u32, replaced: bool },
+}
+
+/// What the node knows about the job's network.
+pub struct State {
+    pub view: JobView,
+    /// The round the node is in.
+    pub round: u64,
+    pub peers: BTreeMap<u32, Peer>,
+    by_evidence: HashMap<[u8; 32], u32>,
+    /// Per round, per operator: the update envelope (encoded).
+    pub updates: BTreeMap<u64, BTreeMap<u32, Vec<u8>>>,
+    /// Operators caught equivocating (excluded from then on), with the round.
+    pub banned: BTreeMap<u32, u64>,
+    /// Per round, per operator: the model hash it reported.
+    pub heartbeats: BTreeMap<u64, BTreeMap<u32, Hash32>>,
+    /// Per round, per operator: its signed receipt (envelope) and the receipt payload, from
+    /// its heartbeat, verified against its announced evidence.
+    pub receipts: BTreeMap<u64, BTreeMap<u32, SignedReceipt>>,
+    /// What the driver has to do, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Blob references already asked for (by hash).
+    wanted: BTreeSet<Hash32>,
+    /// Accepted messages so far (the driver wakes when it changes).
+    pub accepted: u64,
+    /// Counters of verdicts (for logs and tests).
+    pub rejected: u64,
+    pub ignored: u64,
+}
+
+impl State {
+    pub fn new(view: JobView) -> Self {
+        State {
+            view,
+            round: 0,
+            peers: BTreeMap::new(),
+            by_evidence: HashMap::new(),
+            updates: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            heartbeats: BTreeMap::new(),
+            receipts: BTreeMap::new(),
+            outcomes: Vec::new(),
+            wanted: BTreeSet::new(),
+            accepted: 0,
+            rejected: 0,
+            ignored: 0,
+        }
+    }
+
+    /// The operators of the active set: announced and not excluded.
+    pub fn active(&self) -> BTreeSet<u32> {
+        self.peers
+            .keys()
+            .copied()
+            .filter(|o| !self.banned.contains_key(o))
+            .collect()
+    }
+
+    /// Whether every operator of the job has announced.
+    pub fn all_announced(&self) -> bool {
+        self.peers.len() as u32 == self.view.operators
+    }
+
+    /// The valid updates of `round` from the active set.
+    pub fn round_updates(&self, round: u64) -> BTreeMap<u32, Vec<u8>> {
+        let active = self.active();
+        self.updates
+            .get(&round)
+            .map(|m| {
+                m.iter()
+                    .filter(|(o, _)| active.contains(o))
+                    .map(|(o, u)| (*o, u.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The peer at `peer_id`, if it announced.
+    pub fn peer_at(&self, peer_id: &PeerId) -> Option<&Peer> {
+        self.peers.values().find(|p| p.peer_id == *peer_id)
+    }
+
+    /// Judges a message that came on `kind`'s topic, authored by `source`.
+    pub fn validate(
+        &mut self,
+        kind: Kind,
+        data: &[u8],
+        source: Option<&PeerId>,
+        now: UnixTime,
+    ) -> Verdict {
+        let v = match Message::decode_as(data, kind) {
+            Err(e) => Verdict::Reject(Misbehaved::Malformed(e.to_string())),
+            Ok(Message::Announce(a)) => self.on_announce(a, source, now),
+            Ok(Message::Update(u)) => self.on_update(u, source),
+            Ok(Message::Heartbeat(h)) => self.on_heartbeat(h, source),
+        };
+        self.count(&v);
+        v
+    }
+
+    /// An update whose envelope was fetched by reference (or our own), judged like one that
+    /// came inline.
+    pub fn accept_update(&mut self, u: gossip::Update, source: Option<&PeerId>) -> Verdict {
+        let v = self.on_update(u, source);
+        self.count(&v);
+        v
+    }
+
+    fn count(&mut self, v: &Verdict) {
+        match v {
+            Verdict::Reject(_) => self.rejected += 1,
+            Verdict::Ignore(_) => self.ignored += 1,
+            Verdict::Accept => self.accepted += 1,
+        }
+    }
+
+    fn on_announce(
+        &mut self,
+        a: gossip::Announce,
+        source: Option<&PeerId>,
+        now: UnixTime,
+    ) -> Verdict {
+        use Misbehaved::*;
+        if a.job_id != self.view.job {
+            return Verdict::Reject(AnnounceForAnotherJob(a.job_id));
+        }
+        if a.operator >= self.view.operators {
+            return Verdict::Reject(OperatorOutsideSet {
+                operator: a.operator,
+                operators: self.view.operators,
+            });
+        }
+        let Ok(peer_id) = a.peer_id.parse::<PeerId>() else {
+            return Verdict::Reject(BadPeerId(a.peer_id));
+        };
+        if source != Some(&peer_id) {
+            return Verdict::Reject(AuthoredByAnother {
+                peer: peer_id,
+                author: source.copied(),
+            });
+        }
+        let ev = match Evidence::decode(&a.evidence.0) {
+            Ok(ev) => ev,
+            Err(e) => {
+                return Verdict::Reject(BadEvidence {
+                    operator: a.operator,
+                    why: e.to_string(),
+                });
+            }
+        };
+        let hash: [u8; 32] = ev.hash().0;
+        let mut replaces = None;
+        if let Some(p) = self.peers.get(&a.operator) {
+            if p.accepted.evidence_hash().0 == hash && p.peer_id == peer_id {
+                // A re-announce (for late joiners): forwarded, nothing new.
+                return Verdict::Accept;
+            }
+            if p.peer_id != peer_id {
+                return Verdict::Reject(IndexTaken {
+                    operator: a.operator,
+                    by: p.address,
+                });
+            }
+            // The same node (its persistent peer identity) with a new enclave: a restart.
+            // The new evidence must pass like any other; the old key's messages stop counting.
+            replaces = Some(p.accepted.evidence_hash().0);
+        }
+        if let Some(&o) = self.by_evidence.get(&hash) {
+            return Verdict::Reject(EvidenceTaken { operator: o });
+        }
+        let appraisal = match appraise(&ev, &Endorsements::default(), &self.view.policy, now) {
+            Ok(x) => x,
+            Err(e) => {
+                return Verdict::Reject(Appraisal {
+                    operator: a.operator,
+                    why: e.to_string(),
+                });
+            }
+        };
+        let Some(accepted) = appraisal.accepted() else {
+            return Verdict::Reject(EvidenceRejected {
+                operator: a.operator,
+                reasons: appraisal.reasons.iter().map(|r| r.to_string()).collect(),
+            });
+        };
+        let addrs = a
+            .addrs
+            .iter()
+            .filter_map(|s| s.parse::<Multiaddr>().ok())
+            .collect();
+        if let Some(old) = replaces {
+            self.by_evidence.remove(&old);
+        }
+        self.by_evidence.insert(hash, a.operator);
+        self.peers.insert(
+            a.operator,
+            Peer {
+                operator: a.operator,
+                address: a.address,
+                evidence: PeerEvidence {
+                    evidence: a.evidence,
+                    nonce: a.nonce,
+                },
+                accepted,
+                ctx: BindingContext {
+                    job_id: self.view.job,
+                    nonce: a.nonce,
+                },
+                peer_id,
+                addrs,
+            },
+        );
+        self.outcomes.push(Outcome::NewPeer {
+            operator: a.operator,
+            replaced: replaces.is_some(),
+        });
+        Verdict::Accept
+    }
+
+    fn on_blob_ref(&mut self, round: u64, b: gossip::BlobRef, source: Option<&PeerId>) -> Verdict {
+        // Judged once fetched; only the round window can be checked now.
+        if round < self.round || round > self.round + ROUND_WINDOW {
+            return Verdict::Ignore(Ignored::BlobOutsideWindow {
+                round,
+                current: self.round,
+            });
+        }
+        let Some(src) = source else {
+            return Verdict::Reject(Misbehaved::BlobWithoutPublisher);
+        };
+        if self.peer_at(src).is_none() {
+            return Verdict::Ignore(Ignored::BlobFromStranger(*src));
+        }
+        if self.wanted.insert(b.sha256) {
+            self.outcomes.push(Outcome::Fetch {
+                round,
+                blob: b,
+                from: *src,
+            });
+        }
+        Verdict::Accept
+    }
+
+    fn on_update(&mut self, u: gossip::Update, source: Option<&PeerId>) -> Verdict {
+        use Misbehaved::*;
+        if let Some(b) = u.blob {
+            return self.on_blob_ref(u.round, b, source);
+        }
+        // Any peer may relay an update: the enclave's signature is what counts.
+        let env = match Signed::<UpdatePayload>::decode_envelope(&u.envelope.0) {
+            Ok(e) => e,
+            Err(StatementError::Envelope { source, .. }) => {
+                return Verdict::Reject(BadEnvelope(source.to_string()));
+            }
+            Err(e) => return Verdict::Reject(BadEnvelope(e.to_string())),
+        };
+        let Some(&op) = self.by_evidence.get(&env.evidence_hash.0) else {
+            return Verdict::Reject(UnattestedSigner(env.signer));
+        };
+        let Some(peer) = self.peers.get(&op) else {
+            return Verdict::Reject(UnattestedSigner(env.signer));
+        };
+        let signed = match Signed::<UpdatePayload>::verify_from(
+            &u.envelope.0,
+            &self.view.domain,
+            &peer.accepted,
+            &peer.ctx,
+            peer.address,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                return Verdict::Reject(BadStatement {
+                    what: "update",
+                    operator: op,
+                    why: e.to_string(),
+                });
+            }
+        };
+        let round = signed.statement.round;
+        if round != u.round {
+            return Verdict::Reject(RoundMismatch {
+                operator: op,
+                outside: u.round,
+                inside: round,
+            });
+        }
+        if round < self.round {
+            return Verdict::Ignore(Ignored::Replay {
+                operator: op,
+                round,
+                current: self.round,
+            });
+        }
+        if round > self.round + ROUND_WINDOW {
+            return Verdict::Ignore(Ignored::BeyondWindow {
+                operator: op,
+                round,
+                current: self.round,
+            });
+        }
+        if let Some(&since) = self.banned.get(&op) {
+            return Verdict::Ignore(Ignored::Excluded {
+                operator: op,
+                since,
+            });
+        }
+        let address = peer.address;
+        let slot = self.updates.entry(round).or_default();
+        match slot.get(&op) {
+            None => {
+                slot.insert(op, u.envelope.0);
+                Verdict::Accept
+            }
+            Some(prev) => {
+                let prev_payload = Signed::<UpdatePayload>::decode_envelope(prev)
+                    .map(|e| e.payload)
+                    .unwrap_or_default();
+                if Hash32::sha256(&prev_payload) == Hash32::sha256(signed.payload()) {
+                    return Verdict::Ignore(Ignored::DuplicateUpdate);
+                }
+                // Equivocation: two different signed updates for one round. Both are kept by
+                // the driver as evidence; the second is accepted (forwarded, so every operator
+                // gets the proof) and the signer is excluded from then on.
+                self.outcomes.push(Outcome::Equivocation {
+                    round,
+                    operator: op,
+                    address,
+                    first: prev.clone(),
+                    second: u.envelope.0,
+                });
+                self.banned.insert(op, round);
+                Verdict::Accept
+            }
+        }
+    }
+
+    fn on_heartbeat(&mut self, h: gossip::Heartbeat, source: Option<&PeerId>) -> Verdict {
+        let op = h.operator;
+        let Some(peer) = self.peers.get(&op) else {
+            return Verdict::Ignore(Ignored::HeartbeatOfUnknown(op));
+        };
+        if source != Some(&peer.peer_id) {
+            return Verdict::Reject(Misbehaved::HeartbeatByAnother { operator: op });
+        }
+        if h.round + 1 < self.round || h.round > self.round + ROUND_WINDOW {
+            return Verdict::Ignore(Ignored::HeartbeatOutsideWindow {
+                operator: op,
+                round: h.round,
+                current: self.round,
+            });
+        }
+        if self
+            .heartbeats
+            .get(&h.round)
+            .is_some_and(|s| s.contains_key(&op))
+        {
+            return Verdict::Ignore(Ignored::DuplicateHeartbeat);
+        }
+        if let Some(r) = &h.receipt {
+            let receipt = match Signed::<RoundReceipt>::verify_from(
+                &r.0,
+                &self.view.domain,
+                &peer.accepted,
+                &peer.ctx,
+                peer.address,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Verdict::Reject(Misbehaved::BadStatement {
+                        what: "receipt",
+                        operator: op,
+                        why: e.to_string(),
+                    });
+                }
+            };
+            let rc = &receipt.statement;
+            if rc.round != h.round || rc.model_hash_after != h.model_hash {
+                return Verdict::Reject(Misbehaved::ReceiptMismatch {
+                    operator: op,
+                    round: h.round,
+                    model: h.model_hash,
+                });
+            }
+            self.receipts
+                .entry(h.round)
+                .or_default()
+                .insert(op, (receipt.bytes, receipt.envelope.payload));
+        }
+        self.heartbeats
+            .entry(h.round)
+            .or_default()
+            .insert(op, h.model_hash);
+        Verdict::Accept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_attestation::Nonce;
+    use conclave_attestation::sim::default_sim_measurement;
+    use conclave_attestation::{EnclaveKey, SimAttester, SimConfig};
+    use conclave_protocol::channel::Blob;
+    use conclave_protocol::gossip::{Announce, Heartbeat, Update};
+    use conclave_protocol::job_domain;
+    use libp2p::identity;
+
+    struct Op {
+        key: EnclaveKey,
+        evidence: Evidence,
+        nonce: Nonce,
+        peer: PeerId,
+    }
+
+    fn view() -> JobView {
+        let job = JobId([0x11; 32]);
+        let mut policy = Policy {
+            allow_sim: true,
+            ..Policy::default()
+        };
+        policy.measurements = vec![default_sim_measurement()];
+        JobView {
+            job,
+            domain: job_domain(&job),
+            policy,
+            operators: 3,
+        }
+    }
+
+    fn op(att: &SimAttester, view: &JobView, i: u8) -> Op {
+        let key = EnclaveKey::generate();
+        let nonce = Nonce([i; 32]);
+        let ctx = BindingContext {
+            job_id: view.job,
+            nonce,
+        };
+        Op {
+            evidence: att.evidence(&key.report_data(&ctx)),
+            key,
+            nonce,
+            peer: identity::Keypair::generate_ed25519().public().to_peer_id(),
+        }
+    }
+
+    fn announce(o: &Op, view: &JobView, operator: u32) -> Vec<u8> {
+        Message::Announce(Announce {
+            job_id: view.job,
+            operator,
+            address: o.key.address(),
+            evidence: Blob(o.evidence.encode()),
+            nonce: o.nonce,
+            peer_id: o.peer.to_string(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        })
+        .encode()
+        .unwrap()
+    }
+
+    fn update(o: &Op, view: &JobView, round: u64, body: &[u8]) -> Vec<u8> {
+        let stmt = UpdatePayload {
+            round,
+            base_model: Hash32::ZERO,
+            body: body.to_vec(),
+        };
+        let signed = Signed::seal(&o.key, &view.domain, stmt, o.evidence.hash()).unwrap();
+        Message::Update(Update {
+            round,
+            envelope: Blob(signed.bytes),
+            blob: None,
+        })
+        .encode()
+        .unwrap()
+    }
+
+    fn now() -> UnixTime {
+        crate::operator::now()
+    }
+
+    #[test]
+    fn announces_updates_and_byzantine_messages_get_their_verdicts() {
+        let view = view();
+        let att = SimAttester::new(SimConfig::default()).unwrap();
+        let ops: Vec<Op> = (0..3).map(|i| op(&att, &view, i)).collect();
+        let mut s = State::new(view.clone());
+        for (i, o) in ops.iter().enumerate() {
+            let b = announce(o, &view, i as u32);
+            assert_eq!(
+                s.validate(Kind::Announce, &b, Some(&o.peer), now()),
+                Verdict::Accept
+            );
+            // Re-announces are forwarded; an announce authored by another peer is not.
+            assert_eq!(
+                s.validate(Kind::Announce, &b, Some(&o.peer), now()),
+                Verdict::Accept
+            );
+            let other = ops[(i + 1) % 3].peer;
+            assert!(matches!(
+                s.validate(Kind::Announce, &b, Some(&other), now()),
+                Verdict::Reject(r) if r.to_string().contains("authored by")
+            ));
+        }
+        assert!(s.all_announced());
+        // Another enclave claiming an announced operator index, or outside the set.
+        let intruder = op(&att, &view, 9);
+        assert!(matches!(
+            s.validate(Kind::Announce, &announce(&intruder, &view, 1), Some(&intruder.peer), now()),
+            Verdict::Reject(r) if r.to_string().contains("already announced")
+        ));
+        assert!(matches!(
+            s.validate(Kind::Announce, &announce(&intruder, &view, 3), Some(&intruder.peer), now()),
+            Verdict::Reject(r) if r.to_string().contains("outside the active set")
+        ));
+
+        // Valid updates, a duplicate, garbage, oversize, unattested signer, wrong topic.
+        let u0 = update(&ops[0], &view, 0, b"first");
+        assert_eq!(s.validate(Kind::Update, &u0, None, now()), Verdict::Accept);
+        assert!(matches!(
+            s.validate(Kind::Update, &u0, None, now()),
+            Verdict::Ignore(r) if r.to_string().contains("duplicate")
+        ));
+        assert!(matches!(
+            s.validate(Kind::Update, b"\x00garbage", None, now()),
+            Verdict::Reject(_)
+        ));
+        let mut big = b"CNVGS\x01\x03".to_vec();
+        big.resize(gossip::MAX_HEARTBEAT + 10, b' ');
+        assert!(matches!(
+            s.validate(Kind::Heartbeat, &big, None, now()),
+            Verdict::Reject(r) if r.to_string().contains("exceeds")
+        ));
+        assert!(matches!(
+            s.validate(Kind::Update, &update(&intruder, &view, 0, b"x"), None, now()),
+            Verdict::Reject(r) if r.to_string().contains("unattested")
+        ));
+        assert!(matches!(
+            s.validate(Kind::Announce, &u0, None, now()),
+            Verdict::Reject(r) if r.to_string().contains("where a announce")
+        ));
+        // A tampered envelope (payload changed after signing) does not verify.
+        let Message::Update(mut t) = Message::decode(&u0).unwrap() else {
+            unreachable!()
+        };
+        let mut env = conclave_attestation::Envelope::decode(&t.envelope.0).unwrap();
+        env.payload.push(1);
+        t.envelope = Blob(env.encode());
+        let tb = Message::Update(t).encode().unwrap();
+        assert!(matches!(
+            s.validate(Kind::Update, &tb, None, now()),
+            Verdict::Reject(r) if r.to_string().contains("operator 0")
+        ));
+
+        // Equivocation: operator 1 signs two different updates for round 0.
+        let a = update(&ops[1], &view, 0, b"one");
+        let b = update(&ops[1], &view, 0, b"two");
+        assert_eq!(s.validate(Kind::Update, &a, None, now()), Verdict::Accept);
+        assert_eq!(s.validate(Kind::Update, &b, None, now()), Verdict::Accept);
+        assert!(s.banned.contains_key(&1));
+        // Both envelopes come out for the driver to keep as evidence.
+        assert!(s.outcomes.iter().any(|o| matches!(
+            o,
+            Outcome::Equivocation { round: 0, operator: 1, first, second, .. }
+                if *first != *second
+        )));
+        assert_eq!(s.active(), BTreeSet::from([0, 2]));
+        assert_eq!(
+            s.round_updates(0).keys().copied().collect::<Vec<_>>(),
+            vec![0]
+        );
+        // Excluded from later rounds too.
+        s.round = 1;
+        assert!(matches!(
+            s.validate(Kind::Update, &update(&ops[1], &view, 1, b"x"), None, now()),
+            Verdict::Ignore(r) if r.to_string().contains("excluded")
+        ));
+        // Replays of an older round, and rounds beyond the window, are ignored.
+        assert!(matches!(
+            s.validate(Kind::Update, &update(&ops[2], &view, 0, b"late"), None, now()),
+            Verdict::Ignore(r) if r.to_string().contains("replay")
+        ));
+        assert!(matches!(
+            s.validate(Kind::Update, &update(&ops[2], &view, 5, b"x"), None, now()),
+            Verdict::Ignore(r) if r.to_string().contains("window")
+        ));
+        assert_eq!(
+            s.validate(Kind::Update, &update(&ops[2], &view, 2, b"x"), None, now()),
+            Verdict::Accept
+        );
+
+        // Heartbeats must come from the operator's own peer.
+        let hb = Message::Heartbeat(Heartbeat {
+            operator: 2,
+            round: 1,
+            model_hash: Hash32([0xaa; 32]),
+            receipt: None,
+        })
+        .encode()
+        .unwrap();
+        assert!(matches!(
+            s.validate(Kind::Heartbeat, &hb, Some(&ops[0].peer), now()),
+            Verdict::Reject(_)
+        ));
+        assert_eq!(
+            s.validate(Kind::Heartbeat, &hb, Some(&ops[2].peer), now()),
+            Verdict::Accept
+        );
+    }
+
+    #[test]
+    fn evidence_outside_the_policy_is_rejected() {
+        let mut v = view();
+        v.policy.allow_sim = false;
+        let att = SimAttester::new(SimConfig::default()).unwrap();
+        let o = op(&att, &v, 1);
+        let mut s = State::new(v.clone());
+        assert!(matches!(
+            s.validate(Kind::Announce, &announce(&o, &v, 0), Some(&o.peer), now()),
+            Verdict::Reject(r) if r.to_string().contains("evidence rejected")
+        ));
+    }
+}
