@@ -21,6 +21,7 @@ use conclave_enclave::train::{TrainConfig, Trainer};
 use conclave_protocol::channel::{
     Blob, JobSpec, MAX_FRAME, PeerEvidence, Request, Response, read_frame, write_frame,
 };
+use conclave_protocol::{StatementKind, job_domain};
 
 const JOB: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
@@ -45,7 +46,7 @@ fn main() {
     let rounds = 5;
 
     let mut direct = Trainer::new(cfg.clone()).expect("trainer (scripts/setup-corpus.sh)");
-    let data_root = direct.dataset.root().to_string();
+    let data_root = direct.dataset.root();
 
     let socket = dir.path().join("enclave.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_conclave-enclave"))
@@ -81,11 +82,9 @@ fn main() {
             resp => resp,
         }
     };
-    let nonce = "33".repeat(32);
-    let Response::Hello { evidence, .. } = call(&Request::Hello {
-        job_id: JOB.into(),
-        nonce: nonce.clone(),
-    }) else {
+    let job_id = JobId::from_hex(JOB).expect("job");
+    let nonce = Nonce([0x33; 32]);
+    let Response::Hello { evidence, .. } = call(&Request::Hello { job_id, nonce }) else {
         panic!("hello")
     };
     let mut policy = Policy {
@@ -108,17 +107,15 @@ fn main() {
     .expect("appraise")
     .accepted()
     .expect("accepted");
-    let ctx = BindingContext {
-        job_id: JobId::from_hex(JOB).expect("job"),
-        nonce: Nonce::from_hex(&nonce).expect("nonce"),
-    };
-    let domain = format!("conclave/v1/job/{JOB}");
-    let check = |resp: Response, kind: &str| -> Vec<u8> {
+    let ctx = BindingContext { job_id, nonce };
+    let domain = job_domain(&job_id);
+    let check = |resp: Response, kind: StatementKind| -> Vec<u8> {
         let Response::Signed { envelope } = resp else {
             panic!("{kind}: not signed")
         };
         let env = Envelope::decode(&envelope.0).expect("envelope");
-        env.verify_as(&domain, kind, &acc, &ctx).expect("signature");
+        env.verify_as(&domain, kind.tag(), &acc, &ctx)
+            .expect("signature");
         envelope.0
     };
     let peers = vec![PeerEvidence {
@@ -128,7 +125,7 @@ fn main() {
     check(
         call(&Request::LoadJob {
             spec: JobSpec {
-                job_id: JOB.into(),
+                job_id,
                 config: toml::to_string(&cfg).expect("toml"),
                 config_hash: cfg.hash(),
                 data_root,
@@ -138,7 +135,7 @@ fn main() {
                 initial_model_hash: None,
             },
         }),
-        "job-accepted",
+        StatementKind::JobAccepted,
     );
 
     let (mut t_direct, mut t_channel) = (Vec::new(), Vec::new());
@@ -147,14 +144,14 @@ fn main() {
         let (receipt, _) = direct.prove_round().expect("direct round");
         t_direct.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let update = check(call(&Request::TrainRound { round }), "update");
+        let update = check(call(&Request::TrainRound { round }), StatementKind::Update);
         let signed = check(
             call(&Request::Aggregate {
                 round,
                 updates: vec![Blob(update)],
                 peers: peers.clone(),
             }),
-            "round-receipt",
+            StatementKind::RoundReceipt,
         );
         t_channel.push(t.elapsed().as_secs_f64());
         let env = Envelope::decode(&signed).expect("receipt");

@@ -160,16 +160,6 @@ enum CodecCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ValuesArg {
-    F32,
-    Bf16,
-    #[value(name = "2bit")]
-    TwoBit,
-    #[value(name = "1bit")]
-    OneBit,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum IndexArg {
     /// The fewest bytes (Elias–Fano for sparse blocks).
     Smallest,
@@ -200,9 +190,9 @@ struct EncodeArgs {
     /// Target block side (the largest divisor of each dimension at most this).
     #[arg(long, default_value_t = 64)]
     chunk: usize,
-    /// Value encoding.
-    #[arg(long, value_enum, default_value = "f32")]
-    values: ValuesArg,
+    /// Value encoding: f32, bf16, 2bit or 1bit (as configs spell them).
+    #[arg(long, default_value = "f32", value_parser = str::parse::<ValueEncoding>)]
+    values: ValueEncoding,
     /// Keep blocks as they are (Templar since mid-2025) instead of the DCT.
     #[arg(long)]
     no_dct: bool,
@@ -470,12 +460,7 @@ fn encode(a: EncodeArgs) -> Result<ExitCode> {
         } else {
             Transform::Dct
         },
-        values: match a.values {
-            ValuesArg::F32 => ValueEncoding::F32,
-            ValuesArg::Bf16 => ValueEncoding::Bf16,
-            ValuesArg::TwoBit => ValueEncoding::TwoBit,
-            ValuesArg::OneBit => ValueEncoding::OneBit,
-        },
+        values: a.values,
         index: match a.index {
             IndexArg::Smallest => IndexChoice::Smallest,
             IndexArg::Narrowest => IndexChoice::Narrowest,

@@ -225,7 +225,7 @@ pub fn detection_trials(
         // verifier recomputes the probe alone.
         let probe = conclave_protocol::receipt::Probe {
             shard: s,
-            shard_sha256: tr.dataset.manifest.shards[s as usize].sha256.clone(),
+            shard_sha256: tr.dataset.shard_sha256(s)?,
             starts: starts.iter().map(|&x| x as u64).collect(),
             context: ctx as u32,
             tokens: win as u32,

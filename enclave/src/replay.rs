@@ -12,9 +12,8 @@ use anyhow::{Context, Result, bail};
 use conclave_protocol::dataset::shard_hash;
 use conclave_protocol::receipt::{OuterStep, RoundReceipt};
 use conclave_protocol::toploc::VerificationResult;
-use conclave_protocol::{DecodeLimits, SparseUpdate, TensorUpdate};
+use conclave_protocol::{DecodeLimits, Hash32, SparseUpdate, TensorUpdate};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tch::{Device, nn};
 
 use crate::codec;
@@ -131,7 +130,7 @@ pub fn replay_with(input: &ReplayInput, precision: Precision) -> Result<ReplayRe
         tokens,
         mask,
     };
-    let sh = hex::encode(shard_hash(p.shard, &shard.tokens, &shard.mask));
+    let sh = Hash32(shard_hash(p.shard, &shard.tokens, &shard.mask));
     rep.check(
         "probe shard is the receipt's",
         sh == p.shard_sha256,
@@ -211,8 +210,7 @@ pub fn replay_with(input: &ReplayInput, precision: Precision) -> Result<ReplayRe
     let mut hashes_ok = true;
     for (path, want) in input.updates.iter().zip(&receipt.updates) {
         let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let h = hex::encode(Sha256::digest(&b));
-        if &h != want {
+        if Hash32::sha256(&b) != *want {
             hashes_ok = false;
         }
         decoded.push(

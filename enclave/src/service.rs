@@ -2,31 +2,33 @@
 //!
 //! The enclave key is generated in memory at start and never leaves this process: it is not
 //! written anywhere, not sent, and no request signs caller-chosen bytes. Every result that
-//! states something (the job accepted, an update, a round receipt, a checkpoint manifest) is a
-//! signed [`Envelope`] in the job's domain, so the host can relay results but not alter them.
-//! Requests are judged on their content: peers' updates must be signed by keys their evidence
-//! binds to the job, and that evidence must pass the job's appraisal policy.
+//! states something is a [`Signed`] statement of `conclave-protocol` in the job's domain
+//! ([`job_domain`]), so the host can relay results but not alter them. Requests are judged on
+//! their content: peers' updates must be signed by keys their evidence binds to the job, and
+//! that evidence must pass the job's appraisal policy.
 //!
-//! Payloads (all JSON except the update, whose wire format is binary):
-//! - `job-accepted`: [`JobAccepted`].
-//! - `update`: `"CNVUPR01" ‖ round (u64 LE) ‖ base model hash (32 bytes) ‖ SparseUpdate`.
-//! - `round-receipt`: a [`RoundReceipt`].
-//! - `checkpoint-manifest`: a [`CheckpointManifest`] (its `model_hash` names the weights).
+//! Statements (see [`conclave_protocol::statement`]):
+//! - [`JobAccepted`]: the job taken.
+//! - [`UpdatePayload`]: `"CNVUPR01" ‖ round (u64 LE) ‖ base model hash (32 bytes) ‖ SparseUpdate`.
+//! - [`RoundReceipt`]: the round closed.
+//! - [`CheckpointManifest`]: a checkpoint (its `model_hash` names the weights).
 //!
 //! Aggregation rule: the updates of a round are deduplicated by signer (two different updates
 //! from one signer are refused as equivocation), checked against the round and the model they
 //! were computed from, and aggregated in ascending order of signer address. Every honest
 //! enclave given the same set therefore computes the same weights.
+//!
+//! A refused request is answered with a [`Refusal`]'s code and message.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use conclave_attestation::eip712::{Domain, chain_measurement, job_word};
 use conclave_attestation::{
-    AcceptedEvidence, Attester, BindingContext, EnclaveAddress, EnclaveKey, Endorsements, Envelope,
-    Evidence, JobId, Nonce, Policy, UnixTime, appraise,
+    AcceptedEvidence, Attester, BindingContext, EnclaveAddress, EnclaveKey, Endorsements, Evidence,
+    EvidenceHash, JobId, Nonce, Policy, UnixTime, appraise,
 };
 use conclave_protocol::channel::{
     Blob, ChannelError, JobSpec, MAX_FRAME, PeerEvidence, Request, Response, read_frame,
@@ -34,56 +36,207 @@ use conclave_protocol::channel::{
 };
 use conclave_protocol::receipt::{Probe, RECEIPT_VERSION, RoundReceipt, ToplocParams};
 use conclave_protocol::toploc::Thresholds;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use conclave_protocol::{
+    CheckpointManifest, Hash32, JobAccepted, Signed, Statement, StatementError, UpdatePayload,
+    job_domain,
+};
 
-use crate::train::checkpoint::CheckpointManifest;
 use crate::train::{Method, TrainConfig, Trainer};
-
-/// Magic of an `update` payload.
-pub const UPDATE_PAYLOAD_MAGIC: &[u8; 8] = b"CNVUPR01";
 
 /// Largest request frame the enclave reads (a checkpoint to load, or a round's updates).
 pub const MAX_REQUEST: usize = MAX_FRAME;
 
-/// The envelope domain of a job.
-pub fn job_domain(job: &JobId) -> String {
-    format!("conclave/v1/job/{}", hex::encode(job.0))
+/// Why the enclave refused a request. [`Refusal::code`] is the stable code the host sees in
+/// [`Response::Error`] (several variants may share one); the message (`Display`) says what
+/// exactly was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The request is malformed or inconsistent.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A request that needs the enclave's evidence came before `hello`.
+    #[error("say hello first")]
+    NoEvidence,
+    /// `load_job` for a job the last `hello` was not for.
+    #[error("say hello for job {0} first")]
+    NoEvidenceForJob(JobId),
+    /// A `hello` for another job than the one loaded.
+    #[error("this enclave serves job {serving}")]
+    WrongJob { serving: JobId },
+    /// A chain statement for another on-chain job than the one loaded.
+    #[error("this enclave serves job {serving}, not on-chain job {asked}")]
+    WrongChainJob { serving: JobId, asked: u64 },
+    /// The request needs a loaded job.
+    #[error("load a job first")]
+    NoJob,
+    /// `load_job` when a job is loaded.
+    #[error("this enclave already serves a job")]
+    JobLoaded,
+    /// A field of the job spec cannot be used.
+    #[error("{field}: {why}")]
+    BadSpec { field: &'static str, why: String },
+    /// The spec's config does not hash to the config hash it names.
+    #[error("the config hashes to {computed}, the job names {named}")]
+    SpecHash { computed: Hash32, named: Hash32 },
+    /// The enclave's dataset is not the one the job names.
+    #[error("the enclave's data has root {local}, the job names {named}")]
+    DataRoot { local: Hash32, named: Hash32 },
+    /// `aggregate` before this enclave trained the round.
+    #[error("train the round first")]
+    NoRound,
+    /// A request that needs the open round closed first.
+    #[error("round {0} is open: close it first")]
+    RoundOpen(u64),
+    /// `train_round` for another round than the model's.
+    #[error("the model is at round {at}, not {asked}")]
+    WrongRound { at: u64, asked: u64 },
+    /// `aggregate` for another round than the open one.
+    #[error("the open round is {open}, not {asked}")]
+    NotOpenRound { open: u64, asked: u64 },
+    /// A peer update signed for another round (a replay).
+    #[error("update {index} is for round {round}, not {expected}")]
+    UpdateRound {
+        index: usize,
+        round: u64,
+        expected: u64,
+    },
+    /// A checkpoint statement for another round than the one the model is after.
+    #[error("the model is after round {closed}, not {asked}")]
+    NotClosedRound { closed: u64, asked: u64 },
+    /// A peer update computed from another model than this round's.
+    #[error("update {index} was computed from model {base}, not {expected}")]
+    WrongBase {
+        index: usize,
+        base: Hash32,
+        expected: Hash32,
+    },
+    /// Peer evidence that does not decode or cannot be appraised.
+    #[error("{0}")]
+    BadEvidence(String),
+    /// Peer (or own) evidence that the job's policy rejects, with every reason.
+    #[error("{}", reasons.join("; "))]
+    EvidenceRejected { reasons: Vec<String> },
+    /// An update whose envelope names evidence that no peer presented.
+    #[error("update {index}: signer 0x{signer} names evidence no peer presented")]
+    Unattested {
+        index: usize,
+        signer: EnclaveAddress,
+    },
+    /// A signed statement whose signature, signer, domain or kind does not verify.
+    #[error("{0}")]
+    BadSignature(String),
+    /// A peer update that does not decode or cannot be applied.
+    #[error("{0}")]
+    BadUpdate(String),
+    /// One signer sent two different updates for a round.
+    #[error("signer 0x{signer} sent two different updates for round {round}")]
+    Equivocation { signer: EnclaveAddress, round: u64 },
+    /// A second, different checkpoint statement for a round.
+    #[error("round {round} was committed with another model or receipt")]
+    CommitEquivocation { round: u64 },
+    /// The round's set of updates lacks this enclave's own.
+    #[error("the set lacks this enclave's update")]
+    OwnUpdateMissing,
+    /// A checkpoint statement with no round closed since the job or checkpoint was loaded.
+    #[error("no round has closed since the job or checkpoint was loaded")]
+    NoReceipt,
+    /// A checkpoint manifest that does not decode, parse or belong to the job.
+    #[error("{0}")]
+    BadManifest(String),
+    /// Checkpoint weights that do not hash to what their manifest names.
+    #[error("weights hash {weights}, the manifest says {manifest}")]
+    HashMismatch { weights: Hash32, manifest: Hash32 },
+    /// Unsigned weights that are not the job's initial weights.
+    #[error("weights hash {weights}, the job's initial weights are {initial}")]
+    InitialHashMismatch { weights: Hash32, initial: Hash32 },
+    /// Unsigned weights for a job that names no initial weights.
+    #[error("the job names no initial weights: a signed manifest is needed")]
+    Unsigned,
+    /// Weights that do not fit the model.
+    #[error("{0}")]
+    BadWeights(String),
+    /// The round's data could not be read or checked.
+    #[error("{0}")]
+    Data(String),
+    /// Training the round failed.
+    #[error("{0}")]
+    Training(String),
+    /// The attester produced no evidence.
+    #[error("{0}")]
+    AttestationFailed(String),
+    /// Something that should not fail did.
+    #[error("{0}")]
+    Internal(String),
 }
 
-/// The statement that an enclave took a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobAccepted {
-    pub job_id: String,
-    pub config_hash: String,
-    pub data_root: String,
-    pub operator: u32,
-    pub operators: u32,
-    pub model_hash: String,
-    pub params: u64,
-}
-
-/// Builds an `update` payload.
-pub fn update_payload(round: u64, base_model_hash: &[u8; 32], update: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(48 + update.len());
-    p.extend_from_slice(UPDATE_PAYLOAD_MAGIC);
-    p.extend_from_slice(&round.to_le_bytes());
-    p.extend_from_slice(base_model_hash);
-    p.extend_from_slice(update);
-    p
-}
-
-/// Splits an `update` payload into round, base model hash and the encoded update.
-pub fn parse_update_payload(p: &[u8]) -> Result<(u64, [u8; 32], &[u8])> {
-    if p.len() < 48 || &p[..8] != UPDATE_PAYLOAD_MAGIC {
-        bail!("not an update payload (magic or length)");
+impl Refusal {
+    /// The code the host sees (part of the channel protocol).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::NoEvidence | Refusal::NoEvidenceForJob(_) => "no_evidence",
+            Refusal::WrongJob { .. } | Refusal::WrongChainJob { .. } => "wrong_job",
+            Refusal::NoJob => "no_job",
+            Refusal::JobLoaded => "job_loaded",
+            Refusal::BadSpec { .. } => "bad_spec",
+            Refusal::SpecHash { .. } => "spec_hash",
+            Refusal::DataRoot { .. } => "data_root",
+            Refusal::NoRound => "no_round",
+            Refusal::RoundOpen(_) => "round_open",
+            Refusal::WrongRound { .. }
+            | Refusal::NotOpenRound { .. }
+            | Refusal::UpdateRound { .. }
+            | Refusal::NotClosedRound { .. } => "wrong_round",
+            Refusal::WrongBase { .. } => "wrong_base",
+            Refusal::BadEvidence(_) => "bad_evidence",
+            Refusal::EvidenceRejected { .. } => "evidence_rejected",
+            Refusal::Unattested { .. } => "unattested",
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::BadUpdate(_) => "bad_update",
+            Refusal::Equivocation { .. } | Refusal::CommitEquivocation { .. } => "equivocation",
+            Refusal::OwnUpdateMissing => "own_update_missing",
+            Refusal::NoReceipt => "no_receipt",
+            Refusal::BadManifest(_) => "bad_manifest",
+            Refusal::HashMismatch { .. } | Refusal::InitialHashMismatch { .. } => "hash_mismatch",
+            Refusal::Unsigned => "unsigned",
+            Refusal::BadWeights(_) => "bad_weights",
+            Refusal::Data(_) => "data",
+            Refusal::Training(_) => "training",
+            Refusal::AttestationFailed(_) => "attestation_failed",
+            Refusal::Internal(_) => "internal",
+        }
     }
-    let mut r = [0u8; 8];
-    r.copy_from_slice(&p[8..16]);
-    let mut h = [0u8; 32];
-    h.copy_from_slice(&p[16..48]);
-    Ok((u64::from_le_bytes(r), h, &p[48..]))
+}
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Self {
+        Response::Error {
+            code: r.code().to_string(),
+            message: r.to_string(),
+        }
+    }
+}
+
+/// Turns any error into a refusal of the kind `kind` (a variant that carries a message), with
+/// the error's whole chain as the message.
+trait OrRefuse<T> {
+    fn or_refuse(self, kind: fn(String) -> Refusal) -> Result<T, Refusal>;
+}
+
+impl<T, E: std::fmt::Display> OrRefuse<T> for Result<T, E> {
+    fn or_refuse(self, kind: fn(String) -> Refusal) -> Result<T, Refusal> {
+        self.map_err(|e| kind(format!("{e:#}")))
+    }
+}
+
+/// What was wrong with a statement, without the kind [`StatementError`] prefixes (the refusal
+/// says what the statement was).
+fn statement_why(e: &StatementError) -> String {
+    match e {
+        StatementError::Envelope { source, .. } => source.to_string(),
+        StatementError::Payload { why, .. } => why.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Appraises evidence under `policy`; a rejection names every reason.
@@ -92,55 +245,30 @@ fn appraise_accepted(
     policy: &Policy,
     now: UnixTime,
 ) -> Result<AcceptedEvidence, Refusal> {
-    let a = appraise(ev, &Endorsements::default(), policy, now).or_refuse("bad_evidence")?;
-    a.accepted().ok_or_else(|| {
-        refuse(
-            "evidence_rejected",
-            a.reasons
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
+    let a = appraise(ev, &Endorsements::default(), policy, now).or_refuse(Refusal::BadEvidence)?;
+    a.accepted().ok_or_else(|| Refusal::EvidenceRejected {
+        reasons: a.reasons.iter().map(|r| r.to_string()).collect(),
     })
 }
 
+fn bad_spec(field: &'static str, why: impl std::fmt::Display) -> Refusal {
+    Refusal::BadSpec {
+        field,
+        why: format!("{why:#}"),
+    }
+}
+
 fn address20(what: &str, text: &str) -> Result<[u8; 20], Refusal> {
-    let b = conclave_attestation::types::decode_hex(text)
-        .map_err(|e| refuse("bad_request", format!("{what}: {e}")))?;
-    b.try_into()
-        .map_err(|_| refuse("bad_request", format!("{what}: not 20 bytes")))
-}
-
-/// A named refusal: the code tells the host what kind of input was wrong.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
-}
-
-fn refuse(code: &'static str, message: impl std::fmt::Display) -> Refusal {
-    Refusal {
-        code,
-        message: message.to_string(),
-    }
-}
-
-trait OrRefuse<T> {
-    fn or_refuse(self, code: &'static str) -> Result<T, Refusal>;
-}
-
-impl<T, E: std::fmt::Display> OrRefuse<T> for Result<T, E> {
-    fn or_refuse(self, code: &'static str) -> Result<T, Refusal> {
-        self.map_err(|e| refuse(code, format!("{e:#}")))
-    }
+    EnclaveAddress::from_hex(text)
+        .map(|a| a.0)
+        .map_err(|e| Refusal::BadRequest(format!("{what}: {e}")))
 }
 
 /// A round this enclave has trained but not closed.
 struct Pending {
     round: u64,
     step_before: u64,
-    hash_before: String,
+    hash_before: Hash32,
     probe: Probe,
     proofs_before: Vec<String>,
     loss: f64,
@@ -155,9 +283,9 @@ struct Job {
     pending: Option<Pending>,
     /// The rounds closed and the SHA-256 of the receipt payload that closed the last of them
     /// (none after a checkpoint load, until a round closes).
-    last_receipt: Option<(u64, [u8; 32])>,
+    last_receipt: Option<(u64, Hash32)>,
     /// Chain checkpoint statements signed, by on-chain round: (model hash, receipt hash).
-    committed: BTreeMap<u64, ([u8; 32], [u8; 32])>,
+    committed: BTreeMap<u64, (Hash32, Hash32)>,
 }
 
 /// Where the corpus and cache live inside the enclave, and where scratch output goes. The job
@@ -207,11 +335,16 @@ impl Enclave {
         self.key.address()
     }
 
-    /// Answers one request. Refusals come back as [`Response::Error`]; the enclave's state is
-    /// unchanged by a refused request.
+    /// Answers one request. Refusals come back as [`Response::Error`] (see [`Refusal`]); the
+    /// enclave's state is unchanged by a refused request.
     pub fn handle(&mut self, req: Request) -> Response {
-        let r = match req {
-            Request::Hello { job_id, nonce } => self.hello(&job_id, &nonce),
+        self.try_handle(req).unwrap_or_else(Response::from)
+    }
+
+    /// [`Enclave::handle`], with a refusal as a typed error.
+    pub fn try_handle(&mut self, req: Request) -> Result<Response, Refusal> {
+        match req {
+            Request::Hello { job_id, nonce } => self.hello(job_id, nonce),
             Request::LoadJob { spec } => self.load_job(spec),
             Request::LoadCheckpoint {
                 weights,
@@ -238,32 +371,22 @@ impl Enclave {
                 round,
             } => self.chain_checkpoint(chain_id, &contract, job, round),
             Request::Shutdown => Ok(Response::Bye),
-        };
-        r.unwrap_or_else(|e| Response::Error {
-            code: e.code.to_string(),
-            message: e.message,
-        })
+        }
     }
 
-    fn hello(&mut self, job_id: &str, nonce: &str) -> Result<Response, Refusal> {
-        let ctx = BindingContext {
-            job_id: JobId::from_hex(job_id).or_refuse("bad_request")?,
-            nonce: Nonce::from_hex(nonce).or_refuse("bad_request")?,
-        };
+    fn hello(&mut self, job_id: JobId, nonce: Nonce) -> Result<Response, Refusal> {
+        let ctx = BindingContext { job_id, nonce };
         if let Some(job) = &self.job
             && job.id != ctx.job_id
         {
-            return Err(refuse(
-                "wrong_job",
-                format!("this enclave serves job {}", job.spec.job_id),
-            ));
+            return Err(Refusal::WrongJob { serving: job.id });
         }
         let evidence = self
             .attester
             .evidence(&self.key.report_data(&ctx))
-            .or_refuse("attestation_failed")?;
+            .or_refuse(Refusal::AttestationFailed)?;
         let resp = Response::Hello {
-            address: hex::encode(self.key.address().0),
+            address: self.key.address(),
             public_key: hex::encode(self.key.public_xy()),
             evidence: Blob(evidence.encode()),
             tee: self.attester.tee().to_string(),
@@ -272,100 +395,81 @@ impl Enclave {
         Ok(resp)
     }
 
-    fn seal(&self, domain: &str, kind: &str, payload: Vec<u8>) -> Result<Response, Refusal> {
-        let (evidence, _) = self
-            .evidence
-            .as_ref()
-            .ok_or_else(|| refuse("no_evidence", "say hello first"))?;
-        let env = self
-            .key
-            .seal(domain, kind, payload, evidence.hash())
-            .or_refuse("internal")?;
-        Ok(Response::Signed {
-            envelope: Blob(env.encode()),
-        })
+    /// Signs `statement` in `domain` with the enclave key, naming the evidence of the last
+    /// `hello`.
+    fn seal<T: Statement>(&self, domain: &str, statement: T) -> Result<Signed<T>, Refusal> {
+        let (evidence, _) = self.evidence.as_ref().ok_or(Refusal::NoEvidence)?;
+        Signed::seal(&self.key, domain, statement, evidence.hash()).or_refuse(Refusal::Internal)
     }
 
     fn job_mut(&mut self) -> Result<&mut Job, Refusal> {
-        self.job
-            .as_mut()
-            .ok_or_else(|| refuse("no_job", "load a job first"))
+        self.job.as_mut().ok_or(Refusal::NoJob)
     }
 
     fn load_job(&mut self, spec: JobSpec) -> Result<Response, Refusal> {
         if self.job.is_some() {
-            return Err(refuse("job_loaded", "this enclave already serves a job"));
+            return Err(Refusal::JobLoaded);
         }
-        let id = JobId::from_hex(&spec.job_id).or_refuse("bad_spec")?;
+        let id = spec.job_id;
         match &self.evidence {
             Some((_, ctx)) if ctx.job_id == id => {}
-            _ => return Err(refuse("no_evidence", "say hello for this job first")),
+            _ => return Err(Refusal::NoEvidenceForJob(id)),
         }
-        let mut cfg: TrainConfig = toml::from_str(&spec.config).or_refuse("bad_spec")?;
+        let mut cfg: TrainConfig =
+            toml::from_str(&spec.config).map_err(|e| bad_spec("config", e))?;
         cfg.data.corpus = self.data.corpus.clone();
         cfg.data.cache = self.data.cache.clone();
         cfg.out = self.data.scratch.clone();
         cfg.receipts = false;
         cfg.init = None;
-        if cfg.hash() != spec.config_hash {
-            return Err(refuse(
-                "spec_hash",
-                format!(
-                    "the config hashes to {}, the job names {}",
-                    cfg.hash(),
-                    spec.config_hash
-                ),
-            ));
+        let computed = cfg.hash();
+        if computed != spec.config_hash {
+            return Err(Refusal::SpecHash {
+                computed,
+                named: spec.config_hash,
+            });
         }
         if matches!(cfg.optimizer, Method::Adamw) {
-            return Err(refuse(
-                "bad_spec",
+            return Err(bad_spec(
+                "optimizer",
                 "a job needs a compressed method (demo or sparseloco)",
             ));
         }
         if spec.operators == 0 || spec.operator >= spec.operators {
-            return Err(refuse(
-                "bad_spec",
+            return Err(bad_spec(
+                "operator",
                 format!("operator {} of {}", spec.operator, spec.operators),
             ));
         }
         if cfg.replicas != spec.operators as usize {
-            return Err(refuse(
-                "bad_spec",
+            return Err(bad_spec(
+                "operators",
                 format!(
                     "the config trains {} replicas, the job has {} operators",
                     cfg.replicas, spec.operators
                 ),
             ));
         }
-        let policy = Policy::from_toml(&spec.policy).or_refuse("bad_spec")?;
-        let trainer = Trainer::new(cfg).or_refuse("bad_spec")?;
-        if trainer.dataset.root() != spec.data_root {
-            return Err(refuse(
-                "data_root",
-                format!(
-                    "the enclave's data has root {}, the job names {}",
-                    trainer.dataset.root(),
-                    spec.data_root
-                ),
-            ));
+        let policy = Policy::from_toml(&spec.policy).map_err(|e| bad_spec("policy", e))?;
+        let trainer = Trainer::new(cfg).map_err(|e| bad_spec("config", e))?;
+        let local = trainer.dataset.root();
+        if local != spec.data_root {
+            return Err(Refusal::DataRoot {
+                local,
+                named: spec.data_root,
+            });
         }
-        let model_hash = trainer.model_hash().or_refuse("internal")?;
         let accepted = JobAccepted {
-            job_id: spec.job_id.clone(),
-            config_hash: spec.config_hash.clone(),
-            data_root: spec.data_root.clone(),
+            job_id: id,
+            config_hash: spec.config_hash,
+            data_root: spec.data_root,
             operator: spec.operator,
             operators: spec.operators,
-            model_hash,
+            model_hash: trainer.model_hash().or_refuse(Refusal::Internal)?,
             params: trainer.param_count() as u64,
         };
         let domain = job_domain(&id);
-        let resp = self.seal(
-            &domain,
-            "job-accepted",
-            serde_json::to_vec(&accepted).or_refuse("internal")?,
-        )?;
+        let signed = self.seal(&domain, accepted)?;
         self.job = Some(Job {
             spec,
             id,
@@ -376,7 +480,9 @@ impl Enclave {
             last_receipt: None,
             committed: BTreeMap::new(),
         });
-        Ok(resp)
+        Ok(Response::Signed {
+            envelope: Blob(signed.bytes),
+        })
     }
 
     /// Appraises a peer's evidence under the job policy; returns the accepted evidence and the
@@ -387,11 +493,11 @@ impl Enclave {
         peer: &PeerEvidence,
         now: UnixTime,
     ) -> Result<(AcceptedEvidence, BindingContext), Refusal> {
-        let ev = Evidence::decode(&peer.evidence.0).or_refuse("bad_evidence")?;
+        let ev = Evidence::decode(&peer.evidence.0).or_refuse(Refusal::BadEvidence)?;
         let acc = appraise_accepted(&ev, policy, now)?;
         let ctx = BindingContext {
             job_id: *job,
-            nonce: Nonce::from_hex(&peer.nonce).or_refuse("bad_evidence")?,
+            nonce: peer.nonce,
         };
         Ok((acc, ctx))
     }
@@ -404,51 +510,50 @@ impl Enclave {
     ) -> Result<Response, Refusal> {
         let now = (self.clock)();
         let job = self.job_mut()?;
-        let hash = hex::encode(Sha256::digest(&weights.0));
+        let hash = Hash32::sha256(&weights.0);
         let step = match (manifest, signer) {
             (Some(m), Some(peer)) => {
                 let (acc, ctx) = Self::appraise_peer(&job.policy, &job.id, &peer, now)?;
-                let env = Envelope::decode(&m.0).or_refuse("bad_manifest")?;
-                env.verify_as(&job.domain, "checkpoint-manifest", &acc, &ctx)
-                    .or_refuse("bad_signature")?;
-                let m: CheckpointManifest =
-                    serde_json::from_slice(&env.payload).or_refuse("bad_manifest")?;
+                Signed::<CheckpointManifest>::decode_envelope(&m.0)
+                    .map_err(|e| Refusal::BadManifest(statement_why(&e)))?;
+                let m = Signed::<CheckpointManifest>::verify(&m.0, &job.domain, &acc, &ctx)
+                    .map_err(|e| match e {
+                        StatementError::Payload { .. } => Refusal::BadManifest(e.to_string()),
+                        e => Refusal::BadSignature(statement_why(&e)),
+                    })?
+                    .statement;
                 if m.model_hash != hash {
-                    return Err(refuse(
-                        "hash_mismatch",
-                        format!("weights hash {hash}, the manifest says {}", m.model_hash),
-                    ));
+                    return Err(Refusal::HashMismatch {
+                        weights: hash,
+                        manifest: m.model_hash,
+                    });
                 }
                 if m.config_hash != job.spec.config_hash || m.data_root != job.spec.data_root {
-                    return Err(refuse("bad_manifest", "the manifest is of another job"));
+                    return Err(Refusal::BadManifest(
+                        "the manifest is of another job".into(),
+                    ));
                 }
                 m.step
             }
-            (None, None) => match &job.spec.initial_model_hash {
-                Some(h) if *h == hash => 0,
-                Some(h) => {
-                    return Err(refuse(
-                        "hash_mismatch",
-                        format!("weights hash {hash}, the job's initial weights are {h}"),
-                    ));
+            (None, None) => match job.spec.initial_model_hash {
+                Some(h) if h == hash => 0,
+                Some(initial) => {
+                    return Err(Refusal::InitialHashMismatch {
+                        weights: hash,
+                        initial,
+                    });
                 }
-                None => {
-                    return Err(refuse(
-                        "unsigned",
-                        "the job names no initial weights: a signed manifest is needed",
-                    ));
-                }
+                None => return Err(Refusal::Unsigned),
             },
             _ => {
-                return Err(refuse(
-                    "bad_request",
-                    "a manifest comes with its signer's evidence",
+                return Err(Refusal::BadRequest(
+                    "a manifest comes with its signer's evidence".into(),
                 ));
             }
         };
         job.trainer
             .load_weights(&weights.0, step)
-            .or_refuse("bad_weights")?;
+            .or_refuse(Refusal::BadWeights)?;
         // A resync abandons an open round: its receipt is never signed.
         job.pending = None;
         job.last_receipt = None;
@@ -458,26 +563,25 @@ impl Enclave {
     fn train_round(&mut self, round: u64) -> Result<Response, Refusal> {
         let job = self.job_mut()?;
         let t = &mut job.trainer;
-        if job.pending.is_some() {
-            return Err(refuse("round_open", "the open round is not closed yet"));
+        if let Some(p) = &job.pending {
+            return Err(Refusal::RoundOpen(p.round));
         }
         if round != t.round() {
-            return Err(refuse(
-                "wrong_round",
-                format!("the model is at round {}, not {round}", t.round()),
-            ));
+            return Err(Refusal::WrongRound {
+                at: t.round(),
+                asked: round,
+            });
         }
         let me = job.spec.operator as usize;
         let step_before = t.step;
-        let hash_before = t.model_hash().or_refuse("internal")?;
-        let probe = t.probe(me).or_refuse("data")?;
-        let local = t.local_update(me, Some(&probe)).or_refuse("training")?;
+        let hash_before = t.model_hash().or_refuse(Refusal::Internal)?;
+        let probe = t.probe(me).or_refuse(Refusal::Data)?;
+        let local = t
+            .local_update(me, Some(&probe))
+            .or_refuse(Refusal::Training)?;
         let proofs_before = local
             .proofs_before
-            .ok_or_else(|| refuse("internal", "the round made no proofs"))?;
-        let mut base = [0u8; 32];
-        hex::decode_to_slice(&hash_before, &mut base).or_refuse("internal")?;
-        let payload = update_payload(round, &base, &local.bytes);
+            .ok_or_else(|| Refusal::Internal("the round made no proofs".into()))?;
         job.pending = Some(Pending {
             round,
             step_before,
@@ -486,8 +590,16 @@ impl Enclave {
             proofs_before,
             loss: local.loss,
         });
+        let update = UpdatePayload {
+            round,
+            base_model: hash_before,
+            body: local.bytes,
+        };
         let domain = job.domain.clone();
-        self.seal(&domain, "update", payload)
+        let signed = self.seal(&domain, update)?;
+        Ok(Response::Signed {
+            envelope: Blob(signed.bytes),
+        })
     }
 
     fn aggregate(
@@ -497,108 +609,88 @@ impl Enclave {
         peers: Vec<PeerEvidence>,
     ) -> Result<Response, Refusal> {
         let now = (self.clock)();
+        let me = self.key.address();
         let job = self.job_mut()?;
-        let pending = job
-            .pending
-            .as_ref()
-            .ok_or_else(|| refuse("no_round", "train the round first"))?;
+        let pending = job.pending.as_ref().ok_or(Refusal::NoRound)?;
         if pending.round != round {
-            return Err(refuse(
-                "wrong_round",
-                format!("the open round is {}, not {round}", pending.round),
-            ));
+            return Err(Refusal::NotOpenRound {
+                open: pending.round,
+                asked: round,
+            });
         }
         // Every peer's evidence, appraised once, by its hash (which envelopes name).
-        let mut by_hash = BTreeMap::new();
+        let mut by_hash: BTreeMap<EvidenceHash, (AcceptedEvidence, BindingContext)> =
+            BTreeMap::new();
         for p in &peers {
             let (acc, ctx) = Self::appraise_peer(&job.policy, &job.id, p, now)?;
-            by_hash.insert(acc.evidence_hash().0, (acc, ctx));
+            by_hash.insert(acc.evidence_hash(), (acc, ctx));
         }
-        let mut base = [0u8; 32];
-        hex::decode_to_slice(&pending.hash_before, &mut base).or_refuse("internal")?;
-        let mut chosen: BTreeMap<[u8; 20], (Vec<u8>, [u8; 32])> = BTreeMap::new();
+        let base = pending.hash_before;
+        // Each signer's update and its hash, in ascending order of signer address.
+        let mut chosen: BTreeMap<EnclaveAddress, (Vec<u8>, Hash32)> = BTreeMap::new();
         for (i, u) in updates.iter().enumerate() {
-            let env = Envelope::decode(&u.0)
-                .map_err(|e| refuse("bad_update", format!("update {i}: {e}")))?;
-            let (acc, ctx) = by_hash.get(&env.evidence_hash.0).ok_or_else(|| {
-                refuse(
-                    "unattested",
-                    format!(
-                        "update {i}: signer 0x{} names evidence no peer presented",
-                        hex::encode(env.signer.0)
-                    ),
-                )
+            let env = Signed::<UpdatePayload>::decode_envelope(&u.0)
+                .map_err(|e| Refusal::BadUpdate(format!("update {i}: {}", statement_why(&e))))?;
+            let (acc, ctx) = by_hash.get(&env.evidence_hash).ok_or(Refusal::Unattested {
+                index: i,
+                signer: env.signer,
             })?;
-            let signer = env
-                .verify_as(&job.domain, "update", acc, ctx)
-                .map_err(|e| refuse("bad_signature", format!("update {i}: {e}")))?;
-            let (r, b, bytes) = parse_update_payload(&env.payload)
-                .map_err(|e| refuse("bad_update", format!("update {i}: {e:#}")))?;
+            let signed = Signed::<UpdatePayload>::verify(&u.0, &job.domain, acc, ctx).map_err(
+                |e| match e {
+                    StatementError::Payload { .. } => {
+                        Refusal::BadUpdate(format!("update {i}: {}", statement_why(&e)))
+                    }
+                    e => Refusal::BadSignature(format!("update {i}: {}", statement_why(&e))),
+                },
+            )?;
+            let signer = signed.signer();
+            let UpdatePayload {
+                round: r,
+                base_model,
+                body,
+            } = signed.statement;
             if r != round {
-                return Err(refuse(
-                    "wrong_round",
-                    format!("update {i} is for round {r}, not {round}"),
-                ));
+                return Err(Refusal::UpdateRound {
+                    index: i,
+                    round: r,
+                    expected: round,
+                });
             }
-            if b != base {
-                return Err(refuse(
-                    "wrong_base",
-                    format!(
-                        "update {i} was computed from model {}, not {}",
-                        hex::encode(b),
-                        pending.hash_before
-                    ),
-                ));
+            if base_model != base {
+                return Err(Refusal::WrongBase {
+                    index: i,
+                    base: base_model,
+                    expected: base,
+                });
             }
-            let digest: [u8; 32] = Sha256::digest(bytes).into();
-            match chosen.get(&signer.0) {
+            let digest = Hash32::sha256(&body);
+            match chosen.get(&signer) {
                 Some((_, d)) if *d == digest => {}
-                Some(_) => {
-                    return Err(refuse(
-                        "equivocation",
-                        format!(
-                            "signer 0x{} sent two different updates for round {round}",
-                            hex::encode(signer.0)
-                        ),
-                    ));
-                }
+                Some(_) => return Err(Refusal::Equivocation { signer, round }),
                 None => {
-                    chosen.insert(signer.0, (bytes.to_vec(), digest));
+                    chosen.insert(signer, (body, digest));
                 }
             }
         }
-        if !chosen.contains_key(&self.key.address().0) {
-            return Err(refuse(
-                "own_update_missing",
-                "the set lacks this enclave's update",
-            ));
+        if !chosen.contains_key(&me) {
+            return Err(Refusal::OwnUpdateMissing);
         }
-        let job = self
-            .job
-            .as_mut()
-            .ok_or_else(|| refuse("no_job", "no job"))?;
-        let ordered: Vec<Vec<u8>> = chosen.into_values().map(|(b, _)| b).collect();
+        let (ordered, digests): (Vec<Vec<u8>>, Vec<Hash32>) = chosen.into_values().unzip();
         let t = &mut job.trainer;
-        let outer = t.apply_updates(ordered.clone()).or_refuse("bad_update")?;
-        let pending = job
-            .pending
-            .take()
-            .ok_or_else(|| refuse("no_round", "no round"))?;
+        let outer = t.apply_updates(ordered).or_refuse(Refusal::BadUpdate)?;
+        let pending = job.pending.take().ok_or(Refusal::NoRound)?;
 
         let receipt = RoundReceipt {
             version: RECEIPT_VERSION,
-            config_hash: job.spec.config_hash.clone(),
-            data_root: job.spec.data_root.clone(),
+            config_hash: job.spec.config_hash,
+            data_root: job.spec.data_root,
             seed: t.cfg.seed,
             round,
             step_before: pending.step_before,
             step_after: t.step,
             model_hash_before: pending.hash_before,
-            model_hash_after: t.model_hash().or_refuse("internal")?,
-            updates: ordered
-                .iter()
-                .map(|u| hex::encode(Sha256::digest(u)))
-                .collect(),
+            model_hash_after: t.model_hash().or_refuse(Refusal::Internal)?,
+            updates: digests,
             outer,
             probe: pending.probe,
             toploc: ToplocParams {
@@ -611,10 +703,12 @@ impl Enclave {
             proofs_after: Vec::new(),
             loss: pending.loss,
         };
-        let payload = receipt.to_json();
-        job.last_receipt = Some((round + 1, Sha256::digest(&payload).into()));
+        job.last_receipt = Some((round + 1, Hash32::sha256(&receipt.to_payload())));
         let domain = job.domain.clone();
-        self.seal(&domain, "round-receipt", payload)
+        let signed = self.seal(&domain, receipt)?;
+        Ok(Response::Signed {
+            envelope: Blob(signed.bytes),
+        })
     }
 
     /// The loaded job, checked to be on-chain job `job` (its id is the number as 32 bytes
@@ -625,18 +719,12 @@ impl Enclave {
         contract: &str,
         job: u64,
     ) -> Result<(&Job, Domain), Refusal> {
-        let j = self
-            .job
-            .as_ref()
-            .ok_or_else(|| refuse("no_job", "load a job first"))?;
+        let j = self.job.as_ref().ok_or(Refusal::NoJob)?;
         if j.id.0 != job_word(job) {
-            return Err(refuse(
-                "wrong_job",
-                format!(
-                    "this enclave serves job {}, not on-chain job {job}",
-                    j.spec.job_id
-                ),
-            ));
+            return Err(Refusal::WrongChainJob {
+                serving: j.id,
+                asked: job,
+            });
         }
         let contract = address20("contract", contract)?;
         Ok((j, Domain { chain_id, contract }))
@@ -652,10 +740,7 @@ impl Enclave {
         let now = (self.clock)();
         let operator = address20("operator", operator)?;
         let (j, domain) = self.chain_job(chain_id, contract, job)?;
-        let (evidence, _) = self
-            .evidence
-            .as_ref()
-            .ok_or_else(|| refuse("no_evidence", "say hello first"))?;
+        let (evidence, _) = self.evidence.as_ref().ok_or(Refusal::NoEvidence)?;
         // Consent only to what the enclave's own evidence states, and only when it passes the
         // job's policy (the measurement must be one the customer allows).
         let acc = appraise_accepted(evidence, &j.policy, now)?;
@@ -669,8 +754,8 @@ impl Enclave {
             &measurement,
         );
         Ok(Response::Registration {
-            evidence_hash: hex::encode(evidence_hash),
-            measurement: hex::encode(measurement),
+            evidence_hash: Hash32(evidence_hash),
+            measurement: Hash32(measurement),
             signature: hex::encode(sig),
         })
     }
@@ -683,67 +768,53 @@ impl Enclave {
         round: u64,
     ) -> Result<Response, Refusal> {
         let (j, domain) = self.chain_job(chain_id, contract, job)?;
-        if j.pending.is_some() {
-            return Err(refuse("round_open", "close the open round first"));
+        if let Some(p) = &j.pending {
+            return Err(Refusal::RoundOpen(p.round));
         }
         let Some((closed, receipt_hash)) = j.last_receipt else {
-            return Err(refuse(
-                "no_receipt",
-                "no round has closed since the job or checkpoint was loaded",
-            ));
+            return Err(Refusal::NoReceipt);
         };
         if round != closed {
-            return Err(refuse(
-                "wrong_round",
-                format!("the model is after round {closed}, not {round}"),
-            ));
+            return Err(Refusal::NotClosedRound {
+                closed,
+                asked: round,
+            });
         }
-        let mut model_hash = [0u8; 32];
-        hex::decode_to_slice(
-            j.trainer.model_hash().or_refuse("internal")?,
-            &mut model_hash,
-        )
-        .or_refuse("internal")?;
+        let model_hash = j.trainer.model_hash().or_refuse(Refusal::Internal)?;
         if let Some(prev) = j.committed.get(&round)
             && *prev != (model_hash, receipt_hash)
         {
-            return Err(refuse(
-                "equivocation",
-                format!("round {round} was committed with another model or receipt"),
-            ));
+            return Err(Refusal::CommitEquivocation { round });
         }
-        let sig =
-            self.key
-                .sign_checkpoint(&domain, &job_word(job), round, &model_hash, &receipt_hash);
+        let sig = self.key.sign_checkpoint(
+            &domain,
+            &job_word(job),
+            round,
+            &model_hash.0,
+            &receipt_hash.0,
+        );
         if let Some(j) = self.job.as_mut() {
             j.committed.insert(round, (model_hash, receipt_hash));
         }
         Ok(Response::Commitment {
             round,
-            model_hash: hex::encode(model_hash),
-            receipt_hash: hex::encode(receipt_hash),
+            model_hash,
+            receipt_hash,
             signature: hex::encode(sig),
         })
     }
 
     fn checkpoint(&mut self) -> Result<Response, Refusal> {
         let job = self.job_mut()?;
-        let weights = job.trainer.weights().or_refuse("internal")?;
+        let weights = job.trainer.weights().or_refuse(Refusal::Internal)?;
         let mut m = job.trainer.manifest(None);
-        m.model_hash = hex::encode(Sha256::digest(&weights));
+        m.model_hash = Hash32::sha256(&weights);
         m.weights = format!("step-{:06}.safetensors", m.step);
         let domain = job.domain.clone();
-        let signed = self.seal(
-            &domain,
-            "checkpoint-manifest",
-            serde_json::to_vec(&m).or_refuse("internal")?,
-        )?;
-        let Response::Signed { envelope } = signed else {
-            return Err(refuse("internal", "sealing the manifest"));
-        };
+        let signed = self.seal(&domain, m)?;
         Ok(Response::Checkpoint {
             weights: Blob(weights),
-            manifest: envelope,
+            manifest: Blob(signed.bytes),
         })
     }
 }
@@ -845,5 +916,172 @@ pub fn serve_stream(
         if shutdown {
             return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are part of the channel protocol: hosts and their tests match on them.
+    #[test]
+    fn refusals_keep_their_wire_codes_and_say_what_was_wrong() {
+        let h = Hash32([0xab; 32]);
+        let job = JobId([0x11; 32]);
+        let signer = EnclaveAddress([0x22; 20]);
+        let cases: Vec<(Refusal, &str, &str)> = vec![
+            (
+                Refusal::BadRequest("contract: x".into()),
+                "bad_request",
+                "contract",
+            ),
+            (Refusal::NoEvidence, "no_evidence", "hello"),
+            (Refusal::NoEvidenceForJob(job), "no_evidence", "1111"),
+            (Refusal::WrongJob { serving: job }, "wrong_job", "1111"),
+            (
+                Refusal::WrongChainJob {
+                    serving: job,
+                    asked: 6,
+                },
+                "wrong_job",
+                "on-chain job 6",
+            ),
+            (Refusal::NoJob, "no_job", "load a job"),
+            (Refusal::JobLoaded, "job_loaded", "already"),
+            (
+                Refusal::BadSpec {
+                    field: "policy",
+                    why: "bad toml".into(),
+                },
+                "bad_spec",
+                "policy: bad toml",
+            ),
+            (
+                Refusal::SpecHash {
+                    computed: h,
+                    named: Hash32::ZERO,
+                },
+                "spec_hash",
+                "abab",
+            ),
+            (
+                Refusal::DataRoot {
+                    local: h,
+                    named: Hash32::ZERO,
+                },
+                "data_root",
+                "abab",
+            ),
+            (Refusal::NoRound, "no_round", "train the round"),
+            (Refusal::RoundOpen(3), "round_open", "round 3"),
+            (
+                Refusal::WrongRound { at: 1, asked: 2 },
+                "wrong_round",
+                "at round 1, not 2",
+            ),
+            (
+                Refusal::NotOpenRound { open: 1, asked: 2 },
+                "wrong_round",
+                "open round is 1",
+            ),
+            (
+                Refusal::UpdateRound {
+                    index: 4,
+                    round: 0,
+                    expected: 1,
+                },
+                "wrong_round",
+                "update 4 is for round 0",
+            ),
+            (
+                Refusal::NotClosedRound {
+                    closed: 1,
+                    asked: 2,
+                },
+                "wrong_round",
+                "after round 1",
+            ),
+            (
+                Refusal::WrongBase {
+                    index: 1,
+                    base: h,
+                    expected: Hash32::ZERO,
+                },
+                "wrong_base",
+                "update 1 was computed from model abab",
+            ),
+            (Refusal::BadEvidence("x".into()), "bad_evidence", "x"),
+            (
+                Refusal::EvidenceRejected {
+                    reasons: vec!["debug guest".into(), "measurement".into()],
+                },
+                "evidence_rejected",
+                "debug guest; measurement",
+            ),
+            (
+                Refusal::Unattested { index: 2, signer },
+                "unattested",
+                "update 2: signer 0x2222",
+            ),
+            (Refusal::BadSignature("s".into()), "bad_signature", "s"),
+            (Refusal::BadUpdate("u".into()), "bad_update", "u"),
+            (
+                Refusal::Equivocation { signer, round: 5 },
+                "equivocation",
+                "two different updates for round 5",
+            ),
+            (
+                Refusal::CommitEquivocation { round: 5 },
+                "equivocation",
+                "round 5 was committed",
+            ),
+            (Refusal::OwnUpdateMissing, "own_update_missing", "lacks"),
+            (Refusal::NoReceipt, "no_receipt", "no round has closed"),
+            (Refusal::BadManifest("m".into()), "bad_manifest", "m"),
+            (
+                Refusal::HashMismatch {
+                    weights: h,
+                    manifest: Hash32::ZERO,
+                },
+                "hash_mismatch",
+                "the manifest says 0000",
+            ),
+            (
+                Refusal::InitialHashMismatch {
+                    weights: h,
+                    initial: Hash32::ZERO,
+                },
+                "hash_mismatch",
+                "initial weights are 0000",
+            ),
+            (Refusal::Unsigned, "unsigned", "signed manifest"),
+            (Refusal::BadWeights("w".into()), "bad_weights", "w"),
+            (Refusal::Data("d".into()), "data", "d"),
+            (Refusal::Training("t".into()), "training", "t"),
+            (
+                Refusal::AttestationFailed("a".into()),
+                "attestation_failed",
+                "a",
+            ),
+            (Refusal::Internal("i".into()), "internal", "i"),
+        ];
+        for (r, code, says) in cases {
+            assert_eq!(r.code(), code, "{r:?}");
+            assert!(r.to_string().contains(says), "{r:?}: {r}");
+            let Response::Error { code: c, message } = Response::from(r.clone()) else {
+                unreachable!()
+            };
+            assert_eq!((c.as_str(), message), (code, r.to_string()));
+        }
+    }
+
+    #[test]
+    fn statement_errors_are_told_without_their_kind_prefix() {
+        let e = Signed::<UpdatePayload>::decode_envelope(b"not an envelope").unwrap_err();
+        let why = statement_why(&e);
+        assert!(!why.starts_with("update"), "{why}");
+        assert!(e.to_string().ends_with(&why), "{e} / {why}");
+        let e = UpdatePayload::from_payload(b"short").unwrap_err();
+        assert!(statement_why(&e).contains("shorter"), "{e}");
     }
 }

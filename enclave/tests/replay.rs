@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use conclave_enclave::prove::detection_trials;
-use conclave_enclave::train::config::Values;
 use conclave_enclave::train::{Method, TrainConfig, Trainer};
+use conclave_protocol::ValueEncoding;
 
 fn tiny(dir: &Path, method: Method) -> TrainConfig {
     let mut c = TrainConfig {
@@ -84,7 +84,7 @@ fn an_honest_round_replays_and_lies_are_refused() {
             decay: 0.95,
             topk: 64,
             chunk: 64,
-            values: Values::TwoBit,
+            values: ValueEncoding::TwoBit,
             clip_median_norm: true,
         },
         Method::Demo {
@@ -92,7 +92,7 @@ fn an_honest_round_replays_and_lies_are_refused() {
             decay: 0.999,
             topk: 32,
             chunk: 64,
-            values: Values::F32,
+            values: ValueEncoding::F32,
         },
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -8,16 +8,20 @@ mod common;
 
 use std::path::Path;
 
+use conclave_attestation::EnclaveAddress;
 use conclave_attestation::sim::default_sim_measurement;
 use conclave_attestation::{
     Appraisal, BindingContext, EnclaveKey, Endorsements, Envelope, Evidence, EvidenceHash, JobId,
     Nonce, Policy, SimAttester, SimConfig, UnixTime, appraise,
 };
-use conclave_enclave::service::{DataPaths, Enclave, parse_update_payload, update_payload};
-use conclave_enclave::train::config::{Method, Values};
+use conclave_enclave::service::{DataPaths, Enclave};
+use conclave_enclave::train::config::Method;
 use conclave_enclave::train::{TrainConfig, Trainer};
 use conclave_protocol::channel::{Blob, JobSpec, PeerEvidence, Request, Response};
 use conclave_protocol::receipt::RoundReceipt;
+use conclave_protocol::{
+    CheckpointManifest, Hash32, JobAccepted, Signed, UpdatePayload, ValueEncoding,
+};
 
 const JOB: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -47,7 +51,7 @@ fn config(dir: &Path, operators: usize) -> TrainConfig {
         decay: 0.95,
         topk: 32,
         chunk: 64,
-        values: Values::TwoBit,
+        values: ValueEncoding::TwoBit,
         clip_median_norm: true,
     };
     c
@@ -64,7 +68,7 @@ fn policy() -> Policy {
 struct Op {
     enclave: Enclave,
     peer: PeerEvidence,
-    address: String,
+    address: EnclaveAddress,
 }
 
 fn paths(dir: &Path, i: usize) -> DataPaths {
@@ -77,12 +81,12 @@ fn paths(dir: &Path, i: usize) -> DataPaths {
 
 fn start(dir: &Path, i: usize, sim: SimConfig) -> Op {
     let mut enclave = Enclave::new(Box::new(SimAttester::new(sim).unwrap()), paths(dir, i));
-    let nonce = format!("{:064x}", i + 7);
+    let nonce = Nonce::from_hex(&format!("{:064x}", i + 7)).unwrap();
     let Response::Hello {
         address, evidence, ..
     } = enclave.handle(Request::Hello {
-        job_id: JOB.into(),
-        nonce: nonce.clone(),
+        job_id: JobId::from_hex(JOB).unwrap(),
+        nonce,
     })
     else {
         panic!("hello")
@@ -94,12 +98,12 @@ fn start(dir: &Path, i: usize, sim: SimConfig) -> Op {
     }
 }
 
-fn spec(cfg: &TrainConfig, data_root: &str, operator: u32, operators: u32) -> JobSpec {
+fn spec(cfg: &TrainConfig, data_root: Hash32, operator: u32, operators: u32) -> JobSpec {
     JobSpec {
-        job_id: JOB.into(),
+        job_id: JobId::from_hex(JOB).unwrap(),
         config: toml::to_string(cfg).unwrap(),
         config_hash: cfg.hash(),
-        data_root: data_root.into(),
+        data_root,
         operator,
         operators,
         policy: policy().to_toml(),
@@ -132,7 +136,7 @@ fn accepted(peer: &PeerEvidence) -> (conclave_attestation::AcceptedEvidence, Bin
     .unwrap();
     let ctx = BindingContext {
         job_id: JobId::from_hex(JOB).unwrap(),
-        nonce: Nonce::from_hex(&peer.nonce).unwrap(),
+        nonce: peer.nonce,
     };
     (a.accepted().expect("sim evidence accepted"), ctx)
 }
@@ -144,7 +148,7 @@ fn three_enclaves_agree_and_refuse_bad_input() {
     let root = {
         let mut c = cfg.clone();
         c.out = dir.path().join("probe");
-        Trainer::new(c).unwrap().dataset.root().to_string()
+        Trainer::new(c).unwrap().dataset.root()
     };
     let domain = format!("conclave/v1/job/{JOB}");
     let mut ops: Vec<Op> = (0..3)
@@ -153,28 +157,42 @@ fn three_enclaves_agree_and_refuse_bad_input() {
 
     // A job whose config does not hash to the published hash, or whose data root differs, is
     // refused, and the enclave still takes the right one after.
-    let mut bad = spec(&cfg, &root, 0, 3);
-    bad.config_hash = "00".repeat(32);
+    let mut bad = spec(&cfg, root, 0, 3);
+    bad.config_hash = Hash32::ZERO;
     assert!(
         refused(ops[0].enclave.handle(Request::LoadJob { spec: bad })).starts_with("spec_hash")
     );
-    let bad = spec(&cfg, &"ab".repeat(32), 0, 3);
+    let bad = spec(&cfg, Hash32([0xab; 32]), 0, 3);
     assert!(
         refused(ops[0].enclave.handle(Request::LoadJob { spec: bad })).starts_with("data_root")
     );
     for (i, op) in ops.iter_mut().enumerate() {
-        let env = signed(op.enclave.handle(Request::LoadJob {
-            spec: spec(&cfg, &root, i as u32, 3),
+        let bytes = signed(op.enclave.handle(Request::LoadJob {
+            spec: spec(&cfg, root, i as u32, 3),
         }));
-        let env = Envelope::decode(&env).unwrap();
+        let env = Envelope::decode(&bytes).unwrap();
         let (acc, ctx) = accepted(&op.peer);
         env.verify_as(&domain, "job-accepted", &acc, &ctx).unwrap();
+        // The typed statement, and its payload as the wire has always carried it.
+        let ja = Signed::<JobAccepted>::verify(&bytes, &domain, &acc, &ctx)
+            .unwrap()
+            .statement;
+        assert_eq!(
+            (ja.job_id, ja.config_hash, ja.data_root, ja.operator),
+            (JobId::from_hex(JOB).unwrap(), cfg.hash(), root, i as u32)
+        );
+        let head = format!(
+            r#"{{"job_id":"{JOB}","config_hash":"{}","data_root":"{root}","operator":{i},"operators":3,"model_hash":"{}","#,
+            cfg.hash(),
+            ja.model_hash
+        );
+        assert!(env.payload.starts_with(head.as_bytes()), "{head}");
     }
     let peers: Vec<PeerEvidence> = ops.iter().map(|o| o.peer.clone()).collect();
 
     // Round 0 and round 1: every enclave aggregates the same set and reaches the same model.
     let mut round0_updates: Vec<Vec<u8>> = Vec::new();
-    let mut last_hash = String::new();
+    let mut last_hash: Option<Hash32> = None;
     for round in 0..2u64 {
         assert!(
             refused(
@@ -192,9 +210,9 @@ fn three_enclaves_agree_and_refuse_bad_input() {
             let env = Envelope::decode(u).unwrap();
             let (acc, ctx) = accepted(&o.peer);
             let signer = env.verify_as(&domain, "update", &acc, &ctx).unwrap();
-            assert_eq!(hex::encode(signer.0), o.address);
-            let (r, _, _) = parse_update_payload(&env.payload).unwrap();
-            assert_eq!(r, round);
+            assert_eq!(signer, o.address);
+            let (head, _) = UpdatePayload::split(&env.payload).unwrap();
+            assert_eq!(head.round, round);
         }
         let blobs: Vec<Blob> = updates.iter().map(|u| Blob(u.clone())).collect();
 
@@ -268,9 +286,10 @@ fn three_enclaves_agree_and_refuse_bad_input() {
             let ev = sim.evidence(&key.report_data(&ctx));
             let twin = PeerEvidence {
                 evidence: Blob(ev.encode()),
-                nonce: hex::encode(nonce.0),
+                nonce,
             };
-            let (_, base, bytes) = parse_update_payload(&real.payload).unwrap();
+            let (head, bytes) = UpdatePayload::split(&real.payload).unwrap();
+            let base = head.base_model;
             let mut other = bytes.to_vec();
             let n = other.len();
             other[n - 1] ^= 1;
@@ -278,7 +297,7 @@ fn three_enclaves_agree_and_refuse_bad_input() {
                 .seal(
                     &domain,
                     "update",
-                    update_payload(round, &base, bytes),
+                    UpdatePayload::encode(round, &base, bytes),
                     ev.hash(),
                 )
                 .unwrap();
@@ -286,7 +305,7 @@ fn three_enclaves_agree_and_refuse_bad_input() {
                 .seal(
                     &domain,
                     "update",
-                    update_payload(round, &base, &other),
+                    UpdatePayload::encode(round, &base, &other),
                     ev.hash(),
                 )
                 .unwrap();
@@ -341,14 +360,14 @@ fn three_enclaves_agree_and_refuse_bad_input() {
             assert_eq!(r.round, round);
             assert_eq!(r.updates.len(), 3);
             assert!(!r.proofs_before.is_empty() && r.proofs_after.is_empty());
-            hashes.push(r.model_hash_after.clone());
-            if !last_hash.is_empty() {
-                assert_eq!(r.model_hash_before, last_hash);
+            hashes.push(r.model_hash_after);
+            if let Some(last) = last_hash {
+                assert_eq!(r.model_hash_before, last);
             }
         }
         assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
-        assert_ne!(hashes[0], last_hash);
-        last_hash = hashes[0].clone();
+        assert_ne!(Some(hashes[0]), last_hash);
+        last_hash = Some(hashes[0]);
     }
 
     // Checkpoint from operator 0, loaded by a newcomer (a fresh enclave on the same job).
@@ -356,9 +375,15 @@ fn three_enclaves_agree_and_refuse_bad_input() {
     else {
         panic!("checkpoint")
     };
+    let (acc0, ctx0) = accepted(&ops[0].peer);
+    let man = Signed::<CheckpointManifest>::verify(&manifest.0, &domain, &acc0, &ctx0)
+        .unwrap()
+        .statement;
+    assert_eq!(man.model_hash, Hash32::sha256(&weights.0));
+    assert_eq!((man.config_hash, man.data_root), (cfg.hash(), root));
     let mut newcomer = start(dir.path(), 9, SimConfig::default());
     signed(newcomer.enclave.handle(Request::LoadJob {
-        spec: spec(&cfg, &root, 1, 3),
+        spec: spec(&cfg, root, 1, 3),
     }));
     // Tampered weights are refused; unsigned weights without an initial hash are refused.
     let mut bad = weights.0.clone();
@@ -402,7 +427,7 @@ fn peers_with_bad_evidence_are_refused() {
     let root = {
         let mut c = cfg.clone();
         c.out = dir.path().join("probe");
-        Trainer::new(c).unwrap().dataset.root().to_string()
+        Trainer::new(c).unwrap().dataset.root()
     };
     let mut honest = start(dir.path(), 0, SimConfig::default());
     // A debug guest and a guest with another measurement, otherwise well formed.
@@ -423,7 +448,7 @@ fn peers_with_bad_evidence_are_refused() {
         },
     );
     signed(honest.enclave.handle(Request::LoadJob {
-        spec: spec(&cfg, &root, 0, 2),
+        spec: spec(&cfg, root, 0, 2),
     }));
     let own = signed(honest.enclave.handle(Request::TrainRound { round: 0 }));
     for (bad, why) in [(&debug, "debug"), (&other, "measurement")] {
@@ -438,13 +463,16 @@ fn peers_with_bad_evidence_are_refused() {
         );
     }
     // The update payload format is checked before use.
-    assert!(parse_update_payload(b"short").is_err());
-    let p = update_payload(3, &[1; 32], b"xyz");
-    let (r, h, u) = parse_update_payload(&p).unwrap();
-    assert_eq!((r, h, u), (3, [1; 32], &b"xyz"[..]));
+    assert!(UpdatePayload::split(b"short").is_err());
+    let p = UpdatePayload::encode(3, &Hash32([1; 32]), b"xyz");
+    let (h, u) = UpdatePayload::split(&p).unwrap();
+    assert_eq!(
+        (h.round, h.base_model, u),
+        (3, Hash32([1; 32]), &b"xyz"[..])
+    );
     // A second job for a loaded enclave, and requests before hello, are refused by name.
     let e = refused(honest.enclave.handle(Request::LoadJob {
-        spec: spec(&cfg, &root, 0, 2),
+        spec: spec(&cfg, root, 0, 2),
     }));
     assert!(e.starts_with("job_loaded"), "{e}");
     let mut fresh = Enclave::new(
@@ -452,7 +480,7 @@ fn peers_with_bad_evidence_are_refused() {
         paths(dir.path(), 5),
     );
     let e = refused(fresh.handle(Request::LoadJob {
-        spec: spec(&cfg, &root, 0, 2),
+        spec: spec(&cfg, root, 0, 2),
     }));
     assert!(e.starts_with("no_evidence"), "{e}");
     let e = refused(fresh.handle(Request::TrainRound { round: 0 }));
@@ -466,27 +494,23 @@ fn peers_with_bad_evidence_are_refused() {
 fn chain_statements_bind_the_enclaves_own_state() {
     use conclave_attestation::Tee;
     use conclave_attestation::eip712::{Domain, chain_measurement, job_word, recover};
-    use sha2::{Digest, Sha256};
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1);
     let root = {
         let mut c = cfg.clone();
         c.out = dir.path().join("probe");
-        Trainer::new(c).unwrap().dataset.root().to_string()
+        Trainer::new(c).unwrap().dataset.root()
     };
-    let job_hex = hex::encode(job_word(5));
+    let job_id = JobId(job_word(5));
     let mut enclave = Enclave::new(
         Box::new(SimAttester::new(SimConfig::default()).unwrap()),
         paths(dir.path(), 0),
     );
-    let nonce = format!("{:064x}", 99);
+    let nonce = Nonce::from_hex(&format!("{:064x}", 99)).unwrap();
     let Response::Hello {
         address, evidence, ..
-    } = enclave.handle(Request::Hello {
-        job_id: job_hex.clone(),
-        nonce: nonce.clone(),
-    })
+    } = enclave.handle(Request::Hello { job_id, nonce })
     else {
         panic!("hello")
     };
@@ -514,8 +538,8 @@ fn chain_statements_bind_the_enclaves_own_state() {
     };
     assert!(refused(registration(&mut enclave, 5)).starts_with("no_job"));
 
-    let mut s = spec(&cfg, &root, 0, 1);
-    s.job_id = job_hex.clone();
+    let mut s = spec(&cfg, root, 0, 1);
+    s.job_id = job_id;
     signed(enclave.handle(Request::LoadJob { spec: s }));
 
     // Another on-chain job, or a malformed address: refused.
@@ -541,15 +565,15 @@ fn chain_statements_bind_the_enclaves_own_state() {
         panic!("registration")
     };
     let ev = Evidence::decode(&evidence.0).unwrap();
-    assert_eq!(evidence_hash, hex::encode(ev.hash().0));
+    assert_eq!(evidence_hash, Hash32(ev.hash().0));
     let m = chain_measurement(Tee::Sim, &default_sim_measurement());
-    assert_eq!(measurement, hex::encode(m));
+    assert_eq!(measurement, Hash32(m));
     let sig: [u8; 65] = hex::decode(&signature).unwrap().try_into().unwrap();
     let digest = domain.registration_digest(&job_word(5), &[0x33; 20], &ev.hash().0, &m);
-    assert_eq!(hex::encode(recover(&digest, &sig).unwrap().0), address);
+    assert_eq!(recover(&digest, &sig).unwrap(), address);
     // Signed for another operator, it does not recover to the key.
     let other = domain.registration_digest(&job_word(5), &[0x44; 20], &ev.hash().0, &m);
-    assert_ne!(hex::encode(recover(&other, &sig).unwrap().0), address);
+    assert_ne!(recover(&other, &sig).unwrap(), address);
 
     // No checkpoint statement before a round closed, or while one is open.
     assert!(refused(commit(&mut enclave, 5, 1)).starts_with("no_receipt"));
@@ -561,7 +585,7 @@ fn chain_statements_bind_the_enclaves_own_state() {
         updates: vec![Blob(update)],
         peers: vec![PeerEvidence {
             evidence: evidence.clone(),
-            nonce: nonce.clone(),
+            nonce,
         }],
     }));
     let payload = Envelope::decode(&receipt).unwrap().payload;
@@ -581,14 +605,10 @@ fn chain_statements_bind_the_enclaves_own_state() {
     };
     assert_eq!(round, 1);
     assert_eq!(model_hash, rc.model_hash_after);
-    assert_eq!(receipt_hash, hex::encode(Sha256::digest(&payload)));
-    let mut mh = [0u8; 32];
-    hex::decode_to_slice(&model_hash, &mut mh).unwrap();
-    let mut rh = [0u8; 32];
-    hex::decode_to_slice(&receipt_hash, &mut rh).unwrap();
+    assert_eq!(receipt_hash, Hash32::sha256(&payload));
     let sig: [u8; 65] = hex::decode(&signature).unwrap().try_into().unwrap();
-    let digest = domain.checkpoint_digest(&job_word(5), 1, &mh, &rh);
-    assert_eq!(hex::encode(recover(&digest, &sig).unwrap().0), address);
+    let digest = domain.checkpoint_digest(&job_word(5), 1, &model_hash.0, &receipt_hash.0);
+    assert_eq!(recover(&digest, &sig).unwrap(), address);
     // Asking again gives the same statement (a resend is not an equivocation).
     let Response::Commitment {
         model_hash: again, ..
@@ -602,7 +622,7 @@ fn chain_statements_bind_the_enclaves_own_state() {
     // commit until a round closes again.
     let me = PeerEvidence {
         evidence: evidence.clone(),
-        nonce: nonce.clone(),
+        nonce,
     };
     let Response::Checkpoint { weights, manifest } = first else {
         panic!("checkpoint")

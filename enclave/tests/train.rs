@@ -6,8 +6,9 @@ mod common;
 use std::path::Path;
 
 use conclave_enclave::train::checkpoint;
-use conclave_enclave::train::config::{DataKind, Method, Values};
+use conclave_enclave::train::config::{DataKind, Method};
 use conclave_enclave::train::{TrainConfig, Trainer};
+use conclave_protocol::ValueEncoding;
 
 fn tiny(dir: &Path, method: Method) -> TrainConfig {
     let mut c = TrainConfig {
@@ -42,12 +43,12 @@ fn sparseloco() -> Method {
         decay: 0.95,
         topk: 64,
         chunk: 64,
-        values: Values::TwoBit,
+        values: ValueEncoding::TwoBit,
         clip_median_norm: true,
     }
 }
 
-fn demo(topk: usize, values: Values) -> Method {
+fn demo(topk: usize, values: ValueEncoding) -> Method {
     Method::Demo {
         lr: 3e-3,
         decay: 0.999,
@@ -59,7 +60,7 @@ fn demo(topk: usize, values: Values) -> Method {
 
 #[test]
 fn a_few_steps_reduce_the_loss_with_every_method() {
-    for method in [Method::Adamw, demo(32, Values::F32), sparseloco()] {
+    for method in [Method::Adamw, demo(32, ValueEncoding::F32), sparseloco()] {
         let dir = tempfile::tempdir().unwrap();
         let mut t = Trainer::new(tiny(dir.path(), method.clone())).unwrap();
         let before = t.evaluate();
@@ -93,7 +94,7 @@ fn same_seed_same_data_same_weights() {
         }
         t.model_hash().unwrap()
     };
-    for m in [Method::Adamw, demo(4, Values::OneBit), sparseloco()] {
+    for m in [Method::Adamw, demo(4, ValueEncoding::OneBit), sparseloco()] {
         let a = hash(m.clone(), 7);
         assert_eq!(a, hash(m.clone(), 7), "{}", m.name());
         assert_ne!(a, hash(m.clone(), 8), "{}: the seed must matter", m.name());

@@ -6,34 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use conclave_protocol::Hash32;
 use tch::Tensor;
 
-use super::config::ModelConfig;
 use super::model::{set_from, to_vec};
 use crate::tensors::{self, NamedTensor, write_atomic};
 
-/// The JSON beside a checkpoint's weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointManifest {
-    pub version: u32,
-    /// Hex SHA-256 of the safetensors file.
-    pub model_hash: String,
-    pub step: u64,
-    pub config_hash: String,
-    pub data_root: String,
-    pub tokenizer_sha256: String,
-    pub method: String,
-    pub params: u64,
-    pub val_loss: Option<f64>,
-    /// The weights file, relative to the manifest.
-    pub weights: String,
-    /// The architecture the weights belong to.
-    pub model: ModelConfig,
-    pub vocab: u32,
-}
+/// The JSON beside a checkpoint's weights (also the payload of its signed manifest).
+pub use conclave_protocol::CheckpointManifest;
 
 /// The model's weights as named f32 tensors, sorted by name.
 pub fn named(params: &[(String, Tensor)]) -> Vec<NamedTensor> {
@@ -55,8 +35,8 @@ pub fn weights_bytes(params: &[(String, Tensor)]) -> Result<Vec<u8>> {
 }
 
 /// The model hash: SHA-256 of [`weights_bytes`].
-pub fn model_hash(params: &[(String, Tensor)]) -> Result<String> {
-    Ok(hex::encode(Sha256::digest(weights_bytes(params)?)))
+pub fn model_hash(params: &[(String, Tensor)]) -> Result<Hash32> {
+    Ok(Hash32::sha256(&weights_bytes(params)?))
 }
 
 /// Writes `dir/step-NNNNNN.safetensors` and its `.json` manifest; returns the manifest path.
@@ -71,7 +51,7 @@ pub fn save(
     let stem = format!("step-{:06}", manifest.step);
     let weights = dir.join(format!("{stem}.safetensors"));
     write_atomic(&weights, &bytes)?;
-    manifest.model_hash = hex::encode(Sha256::digest(&bytes));
+    manifest.model_hash = Hash32::sha256(&bytes);
     manifest.weights = format!("{stem}.safetensors");
     let mpath = dir.join(format!("{stem}.json"));
     write_atomic(&mpath, &serde_json::to_vec_pretty(&manifest)?)?;
@@ -80,14 +60,14 @@ pub fn save(
 
 /// Loads weights into the model's variables (names and shapes must match exactly); returns the
 /// file's model hash.
-pub fn load_into(path: &Path, params: &[(String, Tensor)]) -> Result<String> {
+pub fn load_into(path: &Path, params: &[(String, Tensor)]) -> Result<Hash32> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading weights {}", path.display()))?;
     load_bytes_into(&bytes, params).with_context(|| format!("loading {}", path.display()))
 }
 
 /// [`load_into`] from safetensors bytes. Nothing is changed unless every tensor matches.
-pub fn load_bytes_into(bytes: &[u8], params: &[(String, Tensor)]) -> Result<String> {
+pub fn load_bytes_into(bytes: &[u8], params: &[(String, Tensor)]) -> Result<Hash32> {
     let loaded = tensors::from_safetensors(bytes).context("reading weights")?;
     if loaded.len() != params.len() {
         bail!("{} tensors, the model has {}", loaded.len(), params.len());
@@ -107,7 +87,7 @@ pub fn load_bytes_into(bytes: &[u8], params: &[(String, Tensor)]) -> Result<Stri
     for ((_, t), l) in params.iter().zip(&loaded) {
         set_from(t, &l.data);
     }
-    Ok(hex::encode(Sha256::digest(bytes)))
+    Ok(Hash32::sha256(bytes))
 }
 
 /// Reads a manifest and checks that its weights file hashes to its model hash.
@@ -124,7 +104,7 @@ pub fn read_manifest(path: &Path) -> Result<(CheckpointManifest, PathBuf)> {
     }
     let w = path.parent().unwrap_or(Path::new(".")).join(&m.weights);
     let bytes = std::fs::read(&w).with_context(|| format!("reading {}", w.display()))?;
-    let h = hex::encode(Sha256::digest(&bytes));
+    let h = Hash32::sha256(&bytes);
     if h != m.model_hash {
         bail!(
             "{}: weights hash {h}, the manifest says {}",

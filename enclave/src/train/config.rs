@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::codec::{CodecConfig, IndexChoice, TopkRule};
-use conclave_protocol::{Transform, ValueEncoding};
+use conclave_protocol::{Hash32, Transform, ValueEncoding};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,51 +54,7 @@ impl Default for TrainConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Norm {
-    Rms,
-    Layer,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Positions {
-    Rotary,
-    Learned,
-}
-
-/// A GPT-style decoder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    pub layers: usize,
-    pub heads: usize,
-    pub width: usize,
-    /// Context length in tokens.
-    pub context: usize,
-    /// MLP hidden size as a multiple of the width.
-    pub mlp_ratio: usize,
-    pub norm: Norm,
-    pub positions: Positions,
-    /// The output projection shares the token embedding.
-    pub tie_embeddings: bool,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            layers: 4,
-            heads: 4,
-            width: 192,
-            context: 128,
-            mlp_ratio: 4,
-            norm: Norm::Rms,
-            positions: Positions::Rotary,
-            tie_embeddings: true,
-        }
-    }
-}
+pub use conclave_protocol::model::{ModelConfig, Norm, Positions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,30 +145,6 @@ impl Default for OptimConfig {
     }
 }
 
-/// Values as the config names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Values {
-    #[serde(rename = "f32")]
-    F32,
-    #[serde(rename = "bf16")]
-    Bf16,
-    #[serde(rename = "2bit")]
-    TwoBit,
-    #[serde(rename = "1bit")]
-    OneBit,
-}
-
-impl From<Values> for ValueEncoding {
-    fn from(v: Values) -> Self {
-        match v {
-            Values::F32 => ValueEncoding::F32,
-            Values::Bf16 => ValueEncoding::Bf16,
-            Values::TwoBit => ValueEncoding::TwoBit,
-            Values::OneBit => ValueEncoding::OneBit,
-        }
-    }
-}
-
 /// How replicas synchronise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -231,8 +162,9 @@ pub enum Method {
         topk: usize,
         #[serde(default = "chunk")]
         chunk: usize,
+        /// `f32`, `bf16`, `2bit` or `1bit`.
         #[serde(default = "f32_values")]
-        values: Values,
+        values: ValueEncoding,
     },
     /// SparseLoCo (Templar): H inner AdamW steps, pseudo-gradient `Δ = θ_start − θ`,
     /// `e ← β·e + Δ`, top-k without DCT, 2-bit values, median-norm clipped scatter-mean,
@@ -248,8 +180,9 @@ pub enum Method {
         topk: usize,
         #[serde(default = "chunk")]
         chunk: usize,
+        /// `f32`, `bf16`, `2bit` or `1bit`.
         #[serde(default = "two_bit")]
-        values: Values,
+        values: ValueEncoding,
         #[serde(default = "yes")]
         clip_median_norm: bool,
     },
@@ -267,8 +200,8 @@ fn demo_topk() -> usize {
 fn chunk() -> usize {
     64
 }
-fn f32_values() -> Values {
-    Values::F32
+fn f32_values() -> ValueEncoding {
+    ValueEncoding::F32
 }
 fn inner_steps() -> u64 {
     10
@@ -282,8 +215,8 @@ fn sl_decay() -> f32 {
 fn sl_topk() -> usize {
     64
 }
-fn two_bit() -> Values {
-    Values::TwoBit
+fn two_bit() -> ValueEncoding {
+    ValueEncoding::TwoBit
 }
 fn yes() -> bool {
     true
@@ -309,16 +242,13 @@ impl Method {
             Method::Adamw => "adamw".into(),
             Method::Demo {
                 topk, values: v, ..
-            } => format!("demo-k{topk}-{}", ValueEncoding::from(*v)),
+            } => format!("demo-k{topk}-{v}"),
             Method::Sparseloco {
                 inner_steps,
                 topk,
                 values: v,
                 ..
-            } => format!(
-                "sparseloco-h{inner_steps}-k{topk}-{}",
-                ValueEncoding::from(*v)
-            ),
+            } => format!("sparseloco-h{inner_steps}-k{topk}-{v}"),
         }
     }
 
@@ -335,7 +265,7 @@ impl Method {
                 chunk,
                 topk,
                 transform: Transform::Dct,
-                values: values.into(),
+                values,
                 index: IndexChoice::Smallest,
                 topk_rule: TopkRule::Demo,
             }),
@@ -348,7 +278,7 @@ impl Method {
                 chunk,
                 topk,
                 transform: Transform::Identity,
-                values: values.into(),
+                values,
                 index: IndexChoice::Smallest,
                 topk_rule: TopkRule::Templar,
             }),
@@ -464,7 +394,7 @@ impl TrainConfig {
 
     /// SHA-256 of the canonical JSON of everything that shapes the weights (not the output
     /// folder, the device or thread count).
-    pub fn hash(&self) -> String {
+    pub fn hash(&self) -> Hash32 {
         let mut c = self.clone();
         c.out = PathBuf::new();
         c.device = String::new();
@@ -473,7 +403,7 @@ impl TrainConfig {
         c.data.corpus = PathBuf::new();
         c.data.cache = PathBuf::new();
         let json = serde_json::to_vec(&c).unwrap_or_default();
-        hex::encode(Sha256::digest(json))
+        Hash32::sha256(&json)
     }
 
     /// The learning rate of step `step` (0-based) for a peak `peak`: linear warm-up, then a
@@ -514,6 +444,32 @@ mod tests {
         assert_eq!(c.optimizer.name(), "demo-k4-1bit");
         assert!(toml::from_str::<TrainConfig>("[model]\nlayer = 2").is_err());
         assert!(toml::from_str::<TrainConfig>("[optimizer]\nkind = \"sgd\"").is_err());
+    }
+
+    #[test]
+    fn value_encodings_keep_their_config_spelling() {
+        for (v, name) in ValueEncoding::ALL
+            .into_iter()
+            .zip(["f32", "bf16", "2bit", "1bit"])
+        {
+            let c: TrainConfig = toml::from_str(&format!(
+                "[optimizer]\nkind = \"sparseloco\"\nvalues = \"{name}\""
+            ))
+            .unwrap();
+            let Method::Sparseloco { values, .. } = c.optimizer else {
+                panic!("sparseloco")
+            };
+            assert_eq!(values, v);
+            assert!(
+                toml::to_string(&c)
+                    .unwrap()
+                    .contains(&format!("values = \"{name}\""))
+            );
+        }
+        assert!(
+            toml::from_str::<TrainConfig>("[optimizer]\nkind = \"demo\"\nvalues = \"f16\"")
+                .is_err()
+        );
     }
 
     #[test]

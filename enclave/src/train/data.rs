@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use conclave_protocol::Hash32;
 use conclave_protocol::dataset::{DatasetManifest, ShardInfo, SplitMix64, merkle_root, shard_hash};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -213,6 +214,10 @@ pub fn parse_shard(bytes: &[u8], what: &str) -> Result<(Vec<u16>, Vec<u8>)> {
 /// A prepared dataset: its manifest and where its shards are.
 pub struct Dataset {
     pub manifest: DatasetManifest,
+    /// The manifest's Merkle root.
+    root: Hash32,
+    /// SHA-256 of the tokenizer's JSON.
+    tokenizer_sha256: Hash32,
     pub dir: PathBuf,
     pub tokenizer: Tokenizer,
     /// Tokens per example for SFT (`context + 1`); `None` for running text.
@@ -310,8 +315,12 @@ impl Dataset {
                 manifest.root
             );
         }
+        let parsed_root = Hash32::from_hex(&manifest.root)
+            .with_context(|| format!("the root of the dataset in {}", dir.display()))?;
         Ok(Dataset {
             manifest,
+            root: parsed_root,
+            tokenizer_sha256: Hash32::sha256(tk_json.as_bytes()),
             dir,
             tokenizer,
             example_len,
@@ -322,8 +331,25 @@ impl Dataset {
         self.manifest.vocab_size as usize
     }
 
-    pub fn root(&self) -> &str {
-        &self.manifest.root
+    /// The dataset's Merkle root over its training shards.
+    pub fn root(&self) -> Hash32 {
+        self.root
+    }
+
+    /// SHA-256 of the tokenizer's JSON.
+    pub fn tokenizer_sha256(&self) -> Hash32 {
+        self.tokenizer_sha256
+    }
+
+    /// The hash the manifest lists for training shard `index`.
+    pub fn shard_sha256(&self, index: u32) -> Result<Hash32> {
+        let s = self.manifest.shards.get(index as usize).with_context(|| {
+            format!(
+                "shard {index} is not in the dataset ({} shards)",
+                self.manifest.shards.len()
+            )
+        })?;
+        Hash32::from_hex(&s.sha256).with_context(|| format!("the manifest's hash of shard {index}"))
     }
 
     /// Reads shard `index` (`u32::MAX`: the validation split) and checks it against the

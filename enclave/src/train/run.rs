@@ -20,9 +20,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use conclave_protocol::dataset::{SplitMix64, assign_shard};
 use conclave_protocol::receipt::{OuterStep, Probe, RoundReceipt, ToplocParams};
 use conclave_protocol::toploc::Thresholds;
-use conclave_protocol::{DecodeLimits, SparseUpdate, TensorUpdate};
+use conclave_protocol::{DecodeLimits, Hash32, SparseUpdate, TensorUpdate};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -48,9 +47,9 @@ pub struct Summary {
     pub bytes_sent_per_replica: u64,
     pub seconds: f64,
     pub tokens_per_second: f64,
-    pub model_hash: String,
-    pub config_hash: String,
-    pub data_root: String,
+    pub model_hash: Hash32,
+    pub config_hash: Hash32,
+    pub data_root: Hash32,
     pub device: String,
 }
 
@@ -573,11 +572,11 @@ impl Trainer {
     pub fn manifest(&self, val_loss: Option<f64>) -> CheckpointManifest {
         CheckpointManifest {
             version: 1,
-            model_hash: String::new(),
+            model_hash: Hash32::ZERO,
             step: self.step,
             config_hash: self.cfg.hash(),
-            data_root: self.dataset.root().to_string(),
-            tokenizer_sha256: self.dataset.manifest.tokenizer_sha256.clone(),
+            data_root: self.dataset.root(),
+            tokenizer_sha256: self.dataset.tokenizer_sha256(),
             method: self.cfg.optimizer.name(),
             params: self.param_count() as u64,
             val_loss,
@@ -596,7 +595,7 @@ impl Trainer {
         )
     }
 
-    pub fn model_hash(&self) -> Result<String> {
+    pub fn model_hash(&self) -> Result<Hash32> {
         checkpoint::model_hash(&self.params)
     }
 
@@ -624,7 +623,7 @@ impl Trainer {
         )?;
         Ok(Probe {
             shard: idx,
-            shard_sha256: self.dataset.manifest.shards[idx as usize].sha256.clone(),
+            shard_sha256: self.dataset.shard_sha256(idx)?,
             starts: starts.iter().map(|&s| s as u64).collect(),
             context: ctx as u32,
             tokens: prove::probe_tokens(ctx) as u32,
@@ -640,7 +639,7 @@ impl Trainer {
     /// Replaces the shared model's weights with safetensors `bytes` (names and shapes must
     /// match) and moves to `step`; returns their model hash. Optimizer state (error feedback,
     /// inner AdamW moments) starts afresh.
-    pub fn load_weights(&mut self, bytes: &[u8], step: u64) -> Result<String> {
+    pub fn load_weights(&mut self, bytes: &[u8], step: u64) -> Result<Hash32> {
         let h = checkpoint::load_bytes_into(bytes, &self.params)?;
         self.step = step;
         Ok(h)
@@ -734,17 +733,14 @@ impl Trainer {
         let receipt = RoundReceipt {
             version: conclave_protocol::receipt::RECEIPT_VERSION,
             config_hash: self.cfg.hash(),
-            data_root: self.dataset.root().to_string(),
+            data_root: self.dataset.root(),
             seed: self.cfg.seed,
             round,
             step_before,
             step_after: self.step,
             model_hash_before: hash_before,
             model_hash_after: hash_after,
-            updates: encoded
-                .iter()
-                .map(|e| hex::encode(Sha256::digest(e)))
-                .collect(),
+            updates: encoded.iter().map(|e| Hash32::sha256(e)).collect(),
             outer,
             probe,
             toploc: ToplocParams {
@@ -864,9 +860,9 @@ impl Trainer {
             bytes_sent_per_replica: self.bytes_sent / self.cfg.replicas as u64,
             seconds: secs,
             tokens_per_second: (tokens_per_replica * self.cfg.replicas as u64) as f64 / secs,
-            model_hash: manifest.model_hash.clone(),
+            model_hash: manifest.model_hash,
             config_hash: self.cfg.hash(),
-            data_root: self.dataset.root().to_string(),
+            data_root: self.dataset.root(),
             device: format!("{:?}", self.device),
         };
         crate::tensors::write_atomic(
