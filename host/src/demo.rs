@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::audit::{AuditInput, AuditReport, audit};
-use crate::chain::{Anvil, Chain, ChainOptions, DeployParams, JobSpec};
+use crate::chain::{Anvil, Chain, ChainOptions, DeployParams, JobSpec, JobStatus, OperatorStatus};
 use crate::config::JobSection;
 use crate::enclave::Launch;
+use crate::node::NodeSummary;
 use crate::operator::{PreparedJob, prepare_job};
-use crate::store::write_atomic;
+use crate::store::{JobStore, write_atomic};
 
 const ETH: u128 = 1_000_000_000_000_000_000;
 
@@ -77,6 +78,12 @@ pub struct DemoOutcome {
     pub checkpoints_on_chain: u64,
     pub final_model: String,
     pub paid_out_wei: String,
+    pub escrow_wei: String,
+    /// The job's status on chain at the end.
+    pub chain_status: crate::chain::JobStatus,
+    pub latest_round: u64,
+    /// The audit, as a customer would run it.
+    pub audit_command: String,
     pub node_dirs: Vec<PathBuf>,
     pub policy: PathBuf,
     pub seconds: f64,
@@ -171,7 +178,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     }
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let say = |s: &str| eprintln!("demo: {s}");
+    let say = |s: &str| tracing::info!("demo: {s}");
 
     // The customer's published facts.
     let jobsec = JobSection {
@@ -198,7 +205,144 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         published.params
     ));
 
-    // The chain: contract, customer, operators' accounts.
+    let (customer, job, params) = create_job(opts, anvil, &published).await?;
+    let url = anvil.url();
+    let policy_path = out.join("policy.toml");
+    write_atomic(&policy_path, demo_policy().to_toml().as_bytes())?;
+
+    // The operators.
+    let mut keys = Vec::new();
+    for _ in 0..opts.operators {
+        let k = PrivateKeySigner::random();
+        anvil.fund(k.address(), U256::from(100 * ETH)).await?;
+        keys.push(k);
+    }
+    let ports: Vec<u16> = (0..opts.operators)
+        .map(|_| free_port())
+        .collect::<Result<_>>()?;
+    let mut node_dirs = Vec::new();
+    let mut nodes = Nodes {
+        children: Vec::new(),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    for i in 0..opts.operators {
+        let dir = out.join(format!("node-{i}"));
+        let text = node_config(
+            opts,
+            i,
+            job,
+            &jobsec,
+            &dir,
+            &ports,
+            &url,
+            customer.address(),
+        )?;
+        let cfg_path = out.join(format!("node-{i}.toml"));
+        write_atomic(&cfg_path, text.as_bytes())?;
+        let child = start_node(opts, i, &cfg_path, &keys[i as usize], &logs, tx.clone())?;
+        nodes.children.push(child);
+        node_dirs.push(dir);
+    }
+    drop(tx);
+    say(&format!(
+        "{} operators started (configs {}/node-N.toml, logs {}/)",
+        opts.operators,
+        out.display(),
+        logs.display()
+    ));
+
+    follow_nodes(
+        opts, &mut nodes, rx, &customer, job, &keys, anvil, &params, &logs,
+    )
+    .await?;
+    drop(nodes);
+
+    // The summary, from the nodes' own summaries.
+    let summaries = node_dirs
+        .iter()
+        .map(|d| {
+            let path = JobStore::new(d).summary();
+            let bytes = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+            serde_json::from_slice::<NodeSummary>(&bytes)
+                .with_context(|| format!("{}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let update_bytes: Vec<u64> = summaries
+        .iter()
+        .map(|s| s.update_bytes.iter().sum())
+        .collect();
+    let losses = summaries[0].losses.clone();
+    let final_model = summaries[0]
+        .model_hashes
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    let steps_per_round = summaries[0].steps_per_round;
+    let n = opts.operators as u64;
+    // A ring all-reduce sends 2(n-1)/n of the f32 gradient per step.
+    let dense_per_round = 4 * published.params * 2 * (n - 1) / n.max(1);
+    let dense_bytes = dense_per_round * opts.rounds * steps_per_round;
+    let j = customer.job(job).await?;
+    let mut outcome = DemoOutcome {
+        rpc: url.clone(),
+        contract: customer.address().to_string(),
+        chain_id: customer.chain_id,
+        job,
+        operators: opts.operators,
+        rounds: opts.rounds,
+        params: published.params,
+        losses,
+        update_bytes,
+        dense_bytes,
+        checkpoints_on_chain: j.acceptedCheckpoints,
+        final_model,
+        paid_out_wei: j.paidOut.to_string(),
+        escrow_wei: j.escrow.to_string(),
+        chain_status: j.state(),
+        latest_round: j.latestRound,
+        audit_command: String::new(),
+        node_dirs: node_dirs.clone(),
+        policy: policy_path.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    // The audit of the result, as a customer would run it.
+    let input = AuditInput {
+        rpc: url,
+        contract: customer.address(),
+        job,
+        dir: node_dirs[0].clone(),
+        policy: Some(demo_policy()),
+        replay: opts.replay,
+        data: abs(&opts.cache)?,
+        enclave_program: opts
+            .enclave
+            .clone()
+            .unwrap_or_else(crate::enclave::default_enclave_program),
+        now: crate::operator::now(),
+    };
+    outcome.audit_command = format!(
+        "conclave audit --rpc {} --contract {} --job {job} --checkpoints {} --policy {} --replay {}",
+        input.rpc,
+        input.contract,
+        input.dir.display(),
+        policy_path.display(),
+        opts.replay
+    );
+    write_atomic(
+        &out.join("demo.json"),
+        &serde_json::to_vec_pretty(&outcome)?,
+    )?;
+    let report = audit(&input).await?;
+    Ok((outcome, report))
+}
+
+/// Deploys the contract and has a customer create the job on chain.
+async fn create_job(
+    opts: &DemoOptions,
+    anvil: &Anvil,
+    published: &crate::operator::PublishedSpec,
+) -> Result<(Chain, u64, DeployParams)> {
+    let say = |s: &str| tracing::info!("demo: {s}");
     let url = anvil.url();
     let customer_key = PrivateKeySigner::random();
     anvil
@@ -240,109 +384,117 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         opts.rounds,
         opts.checkpoint_interval
     ));
-    let policy_path = out.join("policy.toml");
-    write_atomic(&policy_path, demo_policy().to_toml().as_bytes())?;
+    Ok((customer, job, params))
+}
 
-    // The operators.
-    let mut keys = Vec::new();
-    for _ in 0..opts.operators {
-        let k = PrivateKeySigner::random();
-        anvil.fund(k.address(), U256::from(100 * ETH)).await?;
-        keys.push(k);
-    }
-    let ports: Vec<u16> = (0..opts.operators)
-        .map(|_| free_port())
-        .collect::<Result<_>>()?;
-    let mut node_dirs = Vec::new();
-    let mut nodes = Nodes {
-        children: Vec::new(),
+/// The generated config of operator `i`'s node.
+#[allow(clippy::too_many_arguments)]
+fn node_config(
+    opts: &DemoOptions,
+    i: u32,
+    job: u64,
+    jobsec: &JobSection,
+    dir: &Path,
+    ports: &[u16],
+    url: &str,
+    contract: alloy::primitives::Address,
+) -> Result<String> {
+    let bootstrap: Vec<String> = if i == 0 {
+        Vec::new()
+    } else {
+        vec![format!("/ip4/127.0.0.1/tcp/{}", ports[0])]
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    for i in 0..opts.operators {
-        let dir = out.join(format!("node-{i}"));
-        let bootstrap: Vec<String> = if i == 0 {
-            Vec::new()
-        } else {
-            vec![format!("/ip4/127.0.0.1/tcp/{}", ports[0])]
-        };
-        let q = |s: String| toml::Value::String(s).to_string();
-        let mut text = format!(
-            "# Generated by conclave demo: operator {i} of job {job}.\n\
-             [job]\nconfig = {}\noperators = {}\nrounds = {}\n\n\
-             [enclave]\nkind = \"sim\"\nthreads = 1\ncorpus = {}\ncache = {}\n",
-            q(jobsec.config.display().to_string()),
-            opts.operators,
-            opts.rounds,
-            q(abs(&opts.corpus)?.display().to_string()),
-            q(abs(&opts.cache)?.display().to_string()),
-        );
-        if let Some(p) = &opts.enclave {
-            text.push_str(&format!("program = {}\n", q(abs(p)?.display().to_string())));
-        }
-        text.push_str(&format!(
-            "\n[storage]\ndir = {}\n\n\
-             [node]\nindex = {i}\nlisten = {}\nbootstrap = [{}]\nround_timeout_s = 300\n\n\
-             [chain]\nrpc = {}\ncontract = {}\njob = {job}\nwithdraw_wait_s = {}\n",
-            q(dir.display().to_string()),
-            q(format!("/ip4/127.0.0.1/tcp/{}", ports[i as usize])),
-            bootstrap
-                .iter()
-                .map(|b| q(b.clone()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            q(url.clone()),
-            q(customer.address().to_string()),
-            opts.timeout_s,
-        ));
-        let cfg_path = out.join(format!("node-{i}.toml"));
-        write_atomic(&cfg_path, text.as_bytes())?;
-        let stderr = std::fs::File::create(logs.join(format!("node-{i}.log")))?;
-        let mut cmd = Command::new(&opts.conclave);
-        cmd.arg("node")
-            .arg("--config")
-            .arg(&cfg_path)
-            .env(
-                "CONCLAVE_OPERATOR_KEY",
-                hex::encode(keys[i as usize].to_bytes()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        // Variables that would override the generated configs.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CONCLAVE_") && k.contains("__") {
-                cmd.env_remove(k);
-            }
-        }
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} node", opts.conclave.display()))?;
-        let stdout = child.stdout.take().context("node stdout")?;
-        let tx = tx.clone();
-        let mut log = std::fs::File::create(logs.join(format!("node-{i}.out")))?;
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                let _ = tx.send(NodeEvent::Line(i, line));
-            }
-            let _ = tx.send(NodeEvent::Exited(i));
-        });
-        nodes.children.push(child);
-        node_dirs.push(dir);
-    }
-    drop(tx);
-    say(&format!(
-        "{} operators started (configs {}/node-N.toml, logs {}/)",
+    let q = |s: String| toml::Value::String(s).to_string();
+    let mut text = format!(
+        "# Generated by conclave demo: operator {i} of job {job}.\n\
+         [job]\nconfig = {}\noperators = {}\nrounds = {}\n\n\
+         [enclave]\nkind = \"sim\"\nthreads = 1\ncorpus = {}\ncache = {}\n",
+        q(jobsec.config.display().to_string()),
         opts.operators,
-        out.display(),
-        logs.display()
+        opts.rounds,
+        q(abs(&opts.corpus)?.display().to_string()),
+        q(abs(&opts.cache)?.display().to_string()),
+    );
+    if let Some(p) = &opts.enclave {
+        text.push_str(&format!("program = {}\n", q(abs(p)?.display().to_string())));
+    }
+    text.push_str(&format!(
+        "\n[storage]\ndir = {}\n\n\
+         [node]\nindex = {i}\nlisten = {}\nbootstrap = [{}]\nround_timeout_s = 300\n\n\
+         [chain]\nrpc = {}\ncontract = {}\njob = {job}\nwithdraw_wait_s = {}\n",
+        q(dir.display().to_string()),
+        q(format!("/ip4/127.0.0.1/tcp/{}", ports[i as usize])),
+        bootstrap
+            .iter()
+            .map(|b| q(b.clone()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        q(url.to_string()),
+        q(contract.to_string()),
+        opts.timeout_s,
     ));
+    Ok(text)
+}
 
-    // Follow the nodes: progress, then settlement, until every node has exited.
+/// Starts operator `i`'s node in a process group of its own; its stdout lines go to `tx`.
+fn start_node(
+    opts: &DemoOptions,
+    i: u32,
+    cfg_path: &Path,
+    key: &PrivateKeySigner,
+    logs: &Path,
+    tx: mpsc::UnboundedSender<NodeEvent>,
+) -> Result<Child> {
+    let stderr = std::fs::File::create(logs.join(format!("node-{i}.log")))?;
+    let mut cmd = Command::new(&opts.conclave);
+    cmd.arg("node")
+        .arg("--config")
+        .arg(cfg_path)
+        .env("CONCLAVE_OPERATOR_KEY", hex::encode(key.to_bytes()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // Variables that would override the generated configs.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONCLAVE_") && k.contains("__") {
+            cmd.env_remove(k);
+        }
+    }
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} node", opts.conclave.display()))?;
+    let stdout = child.stdout.take().context("node stdout")?;
+    let mut log = std::fs::File::create(logs.join(format!("node-{i}.out")))?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            let _ = tx.send(NodeEvent::Line(i, line));
+        }
+        let _ = tx.send(NodeEvent::Exited(i));
+    });
+    Ok(child)
+}
+
+/// Follows the nodes until every one has exited: progress bars (or lines), and, once the job
+/// completed and every operator asked to leave, the dev chain's clock moved past the commit
+/// grace and the unbonding delay.
+#[allow(clippy::too_many_arguments)]
+async fn follow_nodes(
+    opts: &DemoOptions,
+    nodes: &mut Nodes,
+    mut rx: mpsc::UnboundedReceiver<NodeEvent>,
+    customer: &Chain,
+    job: u64,
+    keys: &[PrivateKeySigner],
+    anvil: &Anvil,
+    params: &DeployParams,
+    logs: &Path,
+) -> Result<()> {
+    let say = |s: &str| tracing::info!("demo: {s}");
     let mp = if opts.progress {
         MultiProgress::new()
     } else {
@@ -412,10 +564,10 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
                     // Once the job completed and every operator asked to leave, move the dev
                     // chain's clock past the commit grace and the unbonding delay.
                     let j = customer.job(job).await?;
-                    if j.status == 3 {
+                    if j.state() == JobStatus::Completed {
                         let mut leaving = 0;
-                        for k in &keys {
-                            if customer.operator(job, k.address()).await?.status == 2 {
+                        for k in keys {
+                            if customer.operator(job, k.address()).await?.state() == OperatorStatus::Leaving {
                                 leaving += 1;
                             }
                         }
@@ -429,110 +581,31 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         }
     }
     mp.clear().ok();
-    drop(nodes);
-
-    // The summary.
-    let mut update_bytes = Vec::new();
-    let mut summaries = Vec::new();
-    for d in &node_dirs {
-        let s: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(d.join("summary.json"))
-                .with_context(|| format!("{}/summary.json", d.display()))?,
-        )?;
-        update_bytes.push(
-            s["update_bytes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_u64())
-                .sum(),
-        );
-        summaries.push(s);
-    }
-    let losses: Vec<f64> = summaries[0]["losses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_f64())
-        .collect();
-    let final_model = summaries[0]["model_hashes"]
-        .as_array()
-        .and_then(|a| a.last())
-        .and_then(|x| x.as_str())
-        .unwrap_or("")
-        .to_string();
-    let n = opts.operators as u64;
-    // A ring all-reduce sends 2(n-1)/n of the f32 gradient per step.
-    let dense_per_round = 4 * published.params * 2 * (n - 1) / n.max(1);
-    let steps_per_round = summaries[0]["steps_per_round"].as_u64().unwrap_or(1);
-    let dense_bytes = dense_per_round * opts.rounds * steps_per_round;
-    let j = customer.job(job).await?;
-    let outcome = DemoOutcome {
-        rpc: url.clone(),
-        contract: customer.address().to_string(),
-        chain_id: customer.chain_id,
-        job,
-        operators: opts.operators,
-        rounds: opts.rounds,
-        params: published.params,
-        losses,
-        update_bytes,
-        dense_bytes,
-        checkpoints_on_chain: j.acceptedCheckpoints,
-        final_model,
-        paid_out_wei: j.paidOut.to_string(),
-        node_dirs: node_dirs.clone(),
-        policy: policy_path.clone(),
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    write_atomic(
-        &out.join("demo.json"),
-        &serde_json::to_vec_pretty(&outcome)?,
-    )?;
-    print_summary(&outcome, &j);
-
-    // The audit of the result, as a customer would run it.
-    let input = AuditInput {
-        rpc: url,
-        contract: customer.address(),
-        job,
-        dir: node_dirs[0].clone(),
-        policy: Some(demo_policy()),
-        replay: opts.replay,
-        data: abs(&opts.cache)?,
-        enclave_program: opts
-            .enclave
-            .clone()
-            .unwrap_or_else(crate::enclave::default_enclave_program),
-        now: crate::operator::now(),
-    };
-    println!(
-        "\n$ conclave audit --rpc {} --contract {} --job {job} --checkpoints {} --policy {} --replay {}",
-        input.rpc,
-        input.contract,
-        input.dir.display(),
-        policy_path.display(),
-        opts.replay
-    );
-    let report = audit(&input).await?;
-    print!("{}", crate::audit::render(&report));
-    Ok((outcome, report))
+    Ok(())
 }
 
-fn print_summary(o: &DemoOutcome, j: &crate::chain::IConclaveTraining::Job) {
-    println!("\nloss per round (mean over the operators' receipts):");
+/// The demo's summary as `conclave demo` prints it.
+pub fn render_summary(o: &DemoOutcome) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nloss per round (mean over the operators' receipts):");
     for (r, l) in o.losses.iter().enumerate() {
-        println!("  round {:>3}: {l:.4}", r + 1);
+        let _ = writeln!(out, "  round {:>3}: {l:.4}", r + 1);
     }
     if let (Some(a), Some(b)) = (o.losses.first(), o.losses.last()) {
-        println!(
+        let _ = writeln!(
+            out,
             "  {} from {a:.4} to {b:.4}",
             if b < a { "falling" } else { "NOT falling" }
         );
     }
-    println!("\nbytes sent per operator (signed compressed updates):");
+    let _ = writeln!(
+        out,
+        "\nbytes sent per operator (signed compressed updates):"
+    );
     for (i, b) in o.update_bytes.iter().enumerate() {
-        println!(
+        let _ = writeln!(
+            out,
             "  operator {i}: {b} B ({:.0}x fewer than the {} B a full-precision ring all-reduce \
              of {} parameters would have sent)",
             o.dense_bytes as f64 / (*b).max(1) as f64,
@@ -540,25 +613,27 @@ fn print_summary(o: &DemoOutcome, j: &crate::chain::IConclaveTraining::Job) {
             o.params
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "\non chain (contract {}, job {}): status {}, {} of {} rounds committed, {} checkpoints \
          accepted, {} wei paid out of {} escrow",
         o.contract,
         o.job,
-        if j.status == 3 {
+        if o.chain_status == JobStatus::Completed {
             "completed"
         } else {
             "NOT completed"
         },
-        j.latestRound,
-        j.totalRounds,
+        o.latest_round,
+        o.rounds,
         o.checkpoints_on_chain,
-        j.paidOut,
-        j.escrow
+        o.paid_out_wei,
+        o.escrow_wei
     );
-    println!("final model {}", o.final_model);
+    let _ = writeln!(out, "final model {}", o.final_model);
     for d in &o.node_dirs {
-        println!("checkpoints: {}/checkpoints", d.display());
+        let _ = writeln!(out, "checkpoints: {}/checkpoints", d.display());
     }
-    println!("took {:.0} s", o.seconds);
+    let _ = writeln!(out, "took {:.0} s", o.seconds);
+    out
 }

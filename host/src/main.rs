@@ -194,7 +194,10 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: every process the demo started is stopped")),
         };
         anvil.stop().await.ok();
-        let (_, report) = result?;
+        let (outcome, report) = result?;
+        print!("{}", conclave_host::demo::render_summary(&outcome));
+        println!("\n$ {}", outcome.audit_command);
+        print!("{}", conclave_host::audit::render(&report));
         Ok(if report.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
@@ -295,7 +298,13 @@ fn main() -> ExitCode {
         Command::Node { config } => run_node(&config),
         Command::Serve { config } => {
             conclave_host::config::OperatorConfig::load(&config, std::env::vars())
-                .and_then(conclave_host::api::serve)
+                .and_then(|cfg| {
+                    conclave_host::api::serve(cfg, &mut |addr| {
+                        use std::io::Write as _;
+                        println!("conclave API on http://{addr} (OpenAPI at /openapi.json)");
+                        let _ = std::io::stdout().flush();
+                    })
+                })
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Verify(args) => verify::run(args),

@@ -20,6 +20,9 @@
 //! [`guest`] holds the pure parts of building the guest image (initramfs archives, dm-verity
 //! trees, module metadata, the command line and manifest); `conclave image build` drives them.
 //!
+//! **Must not**: read files, clocks or the network in its measurement code, or trust a size it
+//! has not bounded. **Start reading** at [`snp::SnpLaunch::launch_digest`], then [`guest`].
+//!
 //! ```no_run
 //! # fn f(launch_inputs_json: &[u8]) -> Result<(), conclave_images::MeasureError> {
 //! let launch = conclave_images::snp::inputs::from_dstack_json(launch_inputs_json)?;

@@ -1,12 +1,20 @@
 //! # conclave-protocol
 //!
-//! What the parties of Conclave say to each other, as bytes: the sparse compressed update that
-//! trainers exchange every round ([`update`]), and the small packings it is made of ([`pack`]).
-//! Every decoder here bounds its sizes before allocating, never panics on input, and names what
-//! was wrong. Nothing here depends on tch or tokio: this crate is what a verifier outside the
-//! enclave links.
+//! What the parties of Conclave say to each other, as bytes and typed values: the signed
+//! statements an enclave makes ([`statement`]: [`StatementKind`], [`Signed<T>`],
+//! [`UpdatePayload`], [`JobAccepted`], [`CheckpointManifest`], and the round receipt of
+//! [`receipt`]), the one 32-byte hash type ([`Hash32`], hex on the wire), the sparse compressed
+//! update that trainers exchange every round ([`update`]) and the small packings it is made of
+//! ([`pack`]), TOPLOC proofs ([`toploc`]), the host-enclave channel ([`channel`]), gossip and
+//! checkpoint-sync messages ([`gossip`], [`sync`]), dataset shards and Merkle roots
+//! ([`dataset`]) and the model architecture a manifest names ([`model`]).
 //!
-//! Start reading at [`update::SparseUpdate`].
+//! **Must not**: depend on tch or tokio (this crate is what a verifier outside the enclave
+//! links), read clocks, files or sockets, allocate before bounding a size, or panic on input.
+//! Every decoder names what was wrong.
+//!
+//! **Start reading** at [`statement`] (what is signed, and how it is verified), then
+//! [`update::SparseUpdate`].
 
 pub mod channel;
 pub mod dataset;

@@ -278,6 +278,7 @@ impl Net {
                 message_id,
                 message,
             })) => {
+                let _span = tracing::info_span!("peer", peer = %propagation_source).entered();
                 let Some(&kind) = self.by_hash.get(&message.topic) else {
                     let _ = self
                         .swarm

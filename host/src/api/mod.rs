@@ -5,9 +5,7 @@
 //! checkpoints are served from the job's storage folder exactly as the enclaves signed them.
 //! Request bodies are checked before anything is queued, with a 4xx naming what is wrong.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::JsonRejection;
@@ -19,16 +17,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use crate::config::OperatorConfig;
-use crate::run::Event;
 use crate::store::JobStore;
-
-/// Largest request body: a job's training config is small.
-pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,268 +54,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 )]
 pub struct ApiDoc;
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    pub status: String,
-    pub jobs: usize,
-}
-
-/// A job to run on the local peer set.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    /// The training configuration (TOML, at most 64 KiB); its `replicas` must equal `operators`
-    /// and its `[optimizer] kind` must be `demo` or `sparseloco`.
-    pub config: String,
-    /// Enclaves in the peer set (1 to 16).
-    #[schema(minimum = 1, maximum = 16)]
-    pub operators: u32,
-    /// Rounds to run (1 to 10000).
-    #[schema(minimum = 1, maximum = 10000)]
-    pub rounds: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Done,
-    Failed,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Job {
-    /// 32 bytes, hex.
-    pub id: String,
-    pub state: JobState,
-    pub operators: u32,
-    pub rounds: u64,
-    pub rounds_done: u64,
-    /// The model hash after the last closed round.
-    pub model_hash: Option<String>,
-    pub last_loss: Option<f64>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ApiError {
-    pub error: String,
-}
-
-/// One operator's signed round receipt.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SignedReceipt {
-    pub round: u64,
-    pub operator: u32,
-    /// The encoded envelope (base64): check it against the operator's evidence.
-    pub envelope: String,
-    /// The receipt it signs (JSON).
-    #[schema(value_type = Object)]
-    pub receipt: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct OperatorStatus {
-    pub operator: u32,
-    pub job: String,
-    pub address: String,
-    pub tee: String,
-    /// Unix seconds of the operator's last sign of life (its last answer).
-    pub heartbeat: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EvidenceDoc {
-    pub operator: u32,
-    pub job: String,
-    pub address: String,
-    /// The nonce the report data binds with the key and job (hex).
-    pub nonce: String,
-    /// The evidence bundle (base64): `conclave verify` reads it.
-    pub evidence: String,
-}
-
-/// Counters and gauges for `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct Metrics {
-    pub rounds_total: u64,
-    pub round_seconds_sum: f64,
-    pub last_round_seconds: f64,
-    pub last_loss: f64,
-    pub update_bytes_total: u64,
-    pub jobs_failed_total: u64,
-}
-
-struct JobEntry {
-    job: Job,
-    dir: PathBuf,
-}
-
-/// What the API serves, shared with the worker.
-#[derive(Default)]
-pub struct Inner {
-    jobs: BTreeMap<String, JobEntry>,
-    operators: Vec<OperatorStatus>,
-    metrics: Metrics,
-    queue: std::collections::VecDeque<(String, JobRequest)>,
-}
-
-/// The API's state.
-#[derive(Clone)]
-pub struct Shared {
-    inner: Arc<Mutex<Inner>>,
-    /// Jobs' storage folders live under here.
-    root: PathBuf,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl Shared {
-    pub fn new(root: PathBuf) -> Self {
-        Shared {
-            inner: Arc::new(Mutex::new(Inner::default())),
-            root,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a job (already running or queued) stored in `dir`.
-    pub fn add_job(&self, id: &str, operators: u32, rounds: u64, dir: PathBuf, state: JobState) {
-        self.lock().jobs.insert(
-            id.to_string(),
-            JobEntry {
-                job: Job {
-                    id: id.to_string(),
-                    state,
-                    operators,
-                    rounds,
-                    rounds_done: 0,
-                    model_hash: None,
-                    last_loss: None,
-                    error: None,
-                },
-                dir,
-            },
-        );
-    }
-
-    pub fn set_state(&self, id: &str, state: JobState, error: Option<String>) {
-        let mut g = self.lock();
-        if state == JobState::Failed {
-            g.metrics.jobs_failed_total += 1;
-        }
-        if let Some(e) = g.jobs.get_mut(id) {
-            e.job.state = state;
-            e.job.error = error;
-        }
-    }
-
-    /// Follows a run's events.
-    pub fn event(&self, id: &str, ev: Event) {
-        let mut g = self.lock();
-        match ev {
-            Event::Attested {
-                operator,
-                address,
-                tee,
-            } => {
-                g.operators
-                    .retain(|o| !(o.job == id && o.operator == operator));
-                g.operators.push(OperatorStatus {
-                    operator,
-                    job: id.to_string(),
-                    address,
-                    tee,
-                    heartbeat: unix_now(),
-                });
-            }
-            Event::Round {
-                round,
-                loss,
-                seconds,
-                model_hash,
-                update_bytes,
-            } => {
-                g.metrics.rounds_total += 1;
-                g.metrics.round_seconds_sum += seconds;
-                g.metrics.last_round_seconds = seconds;
-                g.metrics.last_loss = loss;
-                g.metrics.update_bytes_total += update_bytes;
-                let now = unix_now();
-                for o in g.operators.iter_mut().filter(|o| o.job == id) {
-                    o.heartbeat = now;
-                }
-                if let Some(e) = g.jobs.get_mut(id) {
-                    e.job.rounds_done = round + 1;
-                    e.job.model_hash = Some(model_hash.to_hex());
-                    e.job.last_loss = Some(loss);
-                }
-            }
-        }
-    }
-
-    /// The next queued job, marked running, with its storage folder.
-    pub fn next_job(&self) -> Option<(String, JobRequest, PathBuf)> {
-        let mut g = self.lock();
-        let (id, req) = g.queue.pop_front()?;
-        let e = g.jobs.get_mut(&id)?;
-        e.job.state = JobState::Running;
-        Some((id, req, e.dir.clone()))
-    }
-
-    fn job_dir(&self, id: &str) -> Option<PathBuf> {
-        self.lock().jobs.get(id).map(|e| e.dir.clone())
-    }
-}
+mod models;
+mod state;
+pub use models::*;
+use state::unix_now;
+pub use state::{Inner, Metrics, Shared};
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ApiError { error: msg.into() })).into_response()
-}
-
-/// Checks a job request before it is queued.
-pub fn validate_job(req: &JobRequest) -> Result<(), String> {
-    if req.config.len() > MAX_BODY {
-        return Err(format!(
-            "config: {} bytes, at most {MAX_BODY}",
-            req.config.len()
-        ));
-    }
-    if !(1..=16).contains(&req.operators) {
-        return Err(format!("operators: {} is not in 1..=16", req.operators));
-    }
-    if !(1..=10_000).contains(&req.rounds) {
-        return Err(format!("rounds: {} is not in 1..=10000", req.rounds));
-    }
-    let t: toml::Table = toml::from_str(&req.config).map_err(|e| format!("config: {e}"))?;
-    match t.get("replicas").and_then(|v| v.as_integer()) {
-        Some(r) if r == req.operators as i64 => {}
-        Some(r) => {
-            return Err(format!(
-                "config: replicas = {r}, operators = {}",
-                req.operators
-            ));
-        }
-        None => return Err("config: replicas must be set to the number of operators".into()),
-    }
-    let kind = t
-        .get("optimizer")
-        .and_then(|o| o.get("kind"))
-        .and_then(|k| k.as_str());
-    match kind {
-        Some("demo" | "sparseloco") => Ok(()),
-        other => Err(format!(
-            "config: [optimizer] kind must be demo or sparseloco, not {other:?}"
-        )),
-    }
 }
 
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
@@ -653,7 +392,7 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: the API runtime: {e}");
+                    tracing::error!("the API runtime: {e}");
                     return;
                 }
             };
@@ -661,12 +400,12 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
                     Err(e) => {
-                        eprintln!("error: the API listener: {e}");
+                        tracing::error!("the API listener: {e}");
                         return;
                     }
                 };
                 if let Err(e) = axum::serve(listener, router(state)).await {
-                    eprintln!("error: the API server: {e}");
+                    tracing::error!("the API server: {e}");
                 }
             });
         })?;
@@ -675,7 +414,11 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
 
 /// `conclave serve`: the API, and a worker that runs posted jobs one at a time on the local
 /// peer set (each in `storage.dir/jobs/<id>`). Runs until killed.
-pub fn serve(cfg: OperatorConfig) -> anyhow::Result<()> {
+/// `ready` is told the address once the API listens.
+pub fn serve(
+    cfg: OperatorConfig,
+    ready: &mut dyn FnMut(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     use crate::config::{JobSection, StorageSection};
     use crate::run::run_local_with;
     use crate::store::write_atomic;
@@ -686,9 +429,7 @@ pub fn serve(cfg: OperatorConfig) -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let state = Shared::new(cfg.storage.dir.clone());
     let addr = spawn_server(state.clone(), &listen)?;
-    println!("conclave API on http://{addr} (OpenAPI at /openapi.json)");
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
+    ready(addr);
     loop {
         let Some((id, req, dir)) = state.next_job() else {
             std::thread::sleep(std::time::Duration::from_millis(200));
