@@ -113,7 +113,7 @@ async fn sync(weights: std::path::PathBuf, want: &[u8]) -> f64 {
     let offer = Offer {
         round: 1,
         step: 1,
-        model_hash: conclave_protocol::Hash32(<[u8; 32]>::try_from(&want[..]).expect("32 bytes")),
+        model_hash: conclave_protocol::Hash32(<[u8; 32]>::try_from(want).expect("32 bytes")),
         weights,
         size: SIZE as u64,
         manifest: Vec::new(),

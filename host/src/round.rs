@@ -184,14 +184,17 @@ impl Barrier {
     }
 }
 
+/// Signed update envelopes by operator index.
+pub type UpdateSet = BTreeMap<u32, Vec<u8>>;
+
 /// The set to aggregate: the round's updates that were computed from `base` for `round`
 /// (others are left out, and returned). Fails below the quorum.
 pub fn select_set(
     round: u64,
     base: Hash32,
-    updates: BTreeMap<u32, Vec<u8>>,
+    updates: UpdateSet,
     quorum: usize,
-) -> Result<(BTreeMap<u32, Vec<u8>>, Vec<u32>), RoundFailure> {
+) -> Result<(UpdateSet, Vec<u32>), RoundFailure> {
     let mut set = BTreeMap::new();
     let mut left_out = Vec::new();
     for (o, u) in updates {
@@ -233,8 +236,8 @@ pub fn sync_source(
 /// is a checkpoint round of the on-chain job (`chain_interval`).
 pub fn checkpoint_after(round: u64, every: u64, chain_interval: Option<u64>) -> (bool, bool) {
     let closed = round + 1;
-    let chain = chain_interval.is_some_and(|i| closed % i.max(1) == 0);
-    (chain || (every > 0 && closed % every == 0), chain)
+    let chain = chain_interval.is_some_and(|i| closed.is_multiple_of(i.max(1)));
+    (chain || (every > 0 && closed.is_multiple_of(every)), chain)
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ fn run_trains_rounds_on_sim_enclaves_and_stores_verifiable_results() {
             let r = RoundReceipt::from_json(&env.payload).unwrap();
             assert_eq!(r.round, round);
             if round == 1 {
-                after.push(r.model_hash_after.clone());
+                after.push(r.model_hash_after);
             }
             // The host altering a result (here: the loss it reports) breaks the signature.
             let mut forged = env.clone();
