@@ -23,6 +23,7 @@
 
 pub mod state;
 pub mod sync;
+pub mod verdict;
 
 use std::collections::HashMap;
 use std::future::Future;
