@@ -33,13 +33,99 @@ pub struct OperatorConfig {
     pub api: ApiSection,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Address of the HTTP API, e.g. `127.0.0.1:8080` (port 0: any free port). `conclave run`
     /// serves it only when set.
     #[serde(default)]
     pub listen: Option<String>,
+    /// A file holding the bearer token that state-changing requests (`POST /v1/jobs`) must
+    /// present (`Authorization: Bearer <token>`; surrounding whitespace ignored). Default:
+    /// `<storage.dir>/api-token`, created by `conclave serve` (32 random bytes, hex, mode 0600)
+    /// when missing; a relative path is relative to the working directory, like `storage.dir`.
+    /// Without a token (`conclave run`'s API) no state-changing request is accepted.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Jobs that may wait in `conclave serve`'s queue; beyond it `POST /v1/jobs` answers 429
+    /// with `Retry-After`.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+    /// Open connections the API keeps; at the cap, the connection idle the longest (no request
+    /// in progress) is closed to admit a new one, and when none is idle the new one is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests handled at once; more wait for a slot (within `request_timeout_s`).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Seconds a whole request may take, body and handler included (then 408).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_s: u64,
+    /// Seconds a connection may take to send a request's headers, counted from its accept or
+    /// its previous response: slow-header and idle keep-alive connections are closed after it.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_s: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: None,
+            token_file: None,
+            max_queued: default_max_queued(),
+            max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
+            request_timeout_s: default_request_timeout(),
+            header_timeout_s: default_header_timeout(),
+        }
+    }
+}
+
+fn default_max_queued() -> usize {
+    16
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+
+impl ApiSection {
+    /// Checks the section, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(l) = &self.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("api.listen: {l:?}: {e}"))?;
+        }
+        if !(1..=100_000).contains(&self.max_queued) {
+            bail!("api.max_queued must be 1 to 100000");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bail!("api.max_connections must be 1 to 1000000");
+        }
+        if !(1..=100_000).contains(&self.max_in_flight) {
+            bail!("api.max_in_flight must be 1 to 100000");
+        }
+        if !(1..=86_400).contains(&self.request_timeout_s) {
+            bail!("api.request_timeout_s must be 1 to 86400");
+        }
+        if !(1..=3_600).contains(&self.header_timeout_s) {
+            bail!("api.header_timeout_s must be 1 to 3600");
+        }
+        if let Some(f) = &self.token_file
+            && f.as_os_str().is_empty()
+        {
+            bail!("api.token_file: empty path");
+        }
+        Ok(())
+    }
 }
 
 /// The enclave launch when a config has no `[enclave]` section: a local sim process.
@@ -201,10 +287,7 @@ impl OperatorConfig {
         if let Some(job) = &self.job {
             job.validate()?;
         }
-        if let Some(l) = &self.api.listen {
-            l.parse::<std::net::SocketAddr>()
-                .map_err(|e| anyhow::anyhow!("api.listen: {l:?}: {e}"))?;
-        }
+        self.api.validate()?;
         if let Launch::Qemu(q) = &self.enclave {
             q.validate()?;
         }

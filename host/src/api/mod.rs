@@ -4,6 +4,14 @@
 //! [`crate::run::run_local_with`] on a local peer set of enclaves; their signed receipts and
 //! checkpoints are served from the job's storage folder exactly as the enclaves signed them.
 //! Request bodies are checked before anything is queued, with a 4xx naming what is wrong.
+//!
+//! Hardening (see [`router`] and the `conn` module): requests other than `GET`/`HEAD` need the
+//! API token ([`auth`]); a posted config may not name host paths nor ask for more than
+//! [`MAX_MODEL_PARAMS`]; at most `api.max_queued` jobs wait (then 429); bodies are capped at
+//! twice [`MAX_BODY`], whole requests at `api.request_timeout_s` (408) and
+//! `api.max_in_flight` requests are handled at once; open connections are capped at
+//! `api.max_connections` (the idlest closed first) and must send their headers within
+//! `api.header_timeout_s`. Every error answer is a JSON [`ApiError`].
 
 use std::path::PathBuf;
 
@@ -11,14 +19,15 @@ use axum::extract::FromRequestParts;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::config::OperatorConfig;
 use crate::store::JobStore;
@@ -50,15 +59,44 @@ use crate::store::JobStore;
         SignedReceipt,
         OperatorStatus,
         EvidenceDoc
-    ))
+    )),
+    modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
 
+/// Adds the `bearer` security scheme that state-changing routes name.
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The API token: the content of the server's `[api] token_file` \
+                         (default `<storage.dir>/api-token`). Needed by every request other \
+                         than GET.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub mod auth;
+mod conn;
 mod models;
 mod state;
+pub use auth::{Token, load_or_create_token};
 pub use models::*;
-use state::unix_now;
-pub use state::{Inner, Metrics, Shared};
+pub use state::{ApiOptions, Inner, Metrics, Shared};
+use state::{NetStats, QueueError, unix_now};
+
+/// Seconds a client is told to wait (`Retry-After`) when the job queue is full.
+pub const QUEUE_RETRY_AFTER_S: u64 = 30;
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ApiError { error: msg.into() })).into_response()
@@ -132,6 +170,26 @@ async fn metrics(State(s): State<Shared>) -> Response {
         "Age of the oldest operator heartbeat.",
         now.saturating_sub(oldest).to_string(),
     );
+    drop(g);
+    let net = &s.net;
+    metric(
+        "conclave_api_connections",
+        "gauge",
+        "API connections open.",
+        NetStats::get(&net.open).to_string(),
+    );
+    metric(
+        "conclave_api_connections_evicted_total",
+        "counter",
+        "Idle API connections closed to admit new ones at api.max_connections.",
+        NetStats::get(&net.evicted).to_string(),
+    );
+    metric(
+        "conclave_api_connections_refused_total",
+        "counter",
+        "API connections closed at once: every open one had a request in progress.",
+        NetStats::get(&net.refused).to_string(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -141,7 +199,14 @@ async fn list_jobs(State(s): State<Shared>) -> Json<Vec<Job>> {
 }
 
 #[utoipa::path(post, path = "/v1/jobs", request_body = JobRequest,
-    responses((status = 201, body = Job), (status = 400, body = ApiError), (status = 413, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
+    security(("bearer" = [])),
+    responses((status = 201, body = Job), (status = 400, body = ApiError),
+        (status = 401, body = ApiError, description = "no or wrong `Authorization: Bearer <token>`"),
+        (status = 408, body = ApiError, description = "the request took longer than api.request_timeout_s"),
+        (status = 413, body = ApiError), (status = 415, body = ApiError),
+        (status = 422, body = ApiError, description = "the request or its config is refused; the error names the key"),
+        (status = 429, body = ApiError, description = "api.max_queued jobs already wait",
+            headers(("Retry-After" = u64, description = "seconds to wait before posting again")))))]
 async fn create_job(
     State(s): State<Shared>,
     body: Result<Json<JobRequest>, JsonRejection>,
@@ -153,21 +218,24 @@ async fn create_job(
     if let Err(e) = validate_job(&req) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, e);
     }
-    let seq = s.lock().jobs.len();
-    let id = hex::encode(Sha256::digest(format!(
-        "conclave/v1/local-job/{seq}/{}/{}",
-        unix_now(),
-        req.config
-    )));
-    let dir = s.root.join("jobs").join(&id);
-    s.add_job(&id, req.operators, req.rounds, dir, JobState::Queued);
-    let mut g = s.lock();
-    g.queue.push_back((id.clone(), req));
-    let job = g.jobs.get(&id).map(|e| e.job.clone());
-    drop(g);
-    match job {
-        Some(j) => (StatusCode::CREATED, Json(j)).into_response(),
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "job vanished"),
+    let config = req.config.clone();
+    let queued = s.enqueue(req, |seq| {
+        hex::encode(Sha256::digest(format!(
+            "conclave/v1/local-job/{seq}/{}/{config}",
+            unix_now(),
+        )))
+    });
+    match queued {
+        Ok(j) => (StatusCode::CREATED, Json(j)).into_response(),
+        Err(QueueError::Full(n)) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the job queue is full ({n} jobs wait, api.max_queued); retry later"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(QUEUE_RETRY_AFTER_S));
+            r
+        }
     }
 }
 
@@ -351,8 +419,43 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such route")
 }
 
-/// The router.
+/// Makes every error answer a JSON [`ApiError`]: those of the layers (408 timeout, 413 body
+/// limit) and axum's own (405) come as plain text or empty; their headers (`Allow`,
+/// `Retry-After`) are kept.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return res;
+    }
+    let msg = match status {
+        StatusCode::REQUEST_TIMEOUT => "the request took too long (api.request_timeout_s)".into(),
+        StatusCode::PAYLOAD_TOO_LARGE => format!("the body is over {} bytes", MAX_BODY * 2),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".into(),
+        s => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = error(status, msg);
+    let (bparts, body) = body.into_parts();
+    parts.headers.extend(bparts.headers);
+    Response::from_parts(parts, body)
+}
+
+/// The router, with its layers (outermost first): JSON errors, the whole-request timeout
+/// (`api.request_timeout_s`, 408), the concurrency limit (`api.max_in_flight` requests handled
+/// at once, more wait), the token check of state-changing requests, and the body limit (twice
+/// [`MAX_BODY`], 413).
 pub fn router(state: Shared) -> Router {
+    let api = state.options().clone();
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(api.max_in_flight));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -369,6 +472,19 @@ pub fn router(state: Shared) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY * 2))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY * 2))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            in_flight,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            api.request_timeout,
+        ))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
 }
 
@@ -381,7 +497,18 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
     let std_listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("binding the API on {addr}: {e}"))?;
     std_listener.set_nonblocking(true)?;
+    {
+        // A longer accept queue than std's, for bursts of connections (Linux takes a second
+        // listen() as a new backlog).
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: listen on a socket we own; a failure leaves the old backlog.
+        unsafe { libc::listen(std_listener.as_raw_fd(), 1024) };
+    }
     let bound = std_listener.local_addr()?;
+    let opts = conn::ConnOptions {
+        max_connections: conn::fit_fd_limit(state.options().max_connections),
+        header_timeout: state.options().header_timeout,
+    };
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
@@ -404,9 +531,8 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
                         return;
                     }
                 };
-                if let Err(e) = axum::serve(listener, router(state)).await {
-                    tracing::error!("the API server: {e}");
-                }
+                let net = state.net.clone();
+                conn::accept_loop(listener, router(state), opts, net).await;
             });
         })?;
     Ok(bound)
@@ -414,7 +540,9 @@ pub fn spawn_server(state: Shared, listen: &str) -> anyhow::Result<std::net::Soc
 
 /// `conclave serve`: the API, and a worker that runs posted jobs one at a time on the local
 /// peer set (each in `storage.dir/jobs/<id>`). Runs until killed.
-/// `ready` is told the address once the API listens.
+/// `ready` is told the address once the API listens. The API token is read from
+/// `[api] token_file`, or from `<storage.dir>/api-token`, created when missing
+/// ([`load_or_create_token`]; its path is logged).
 pub fn serve(
     cfg: OperatorConfig,
     ready: &mut dyn FnMut(std::net::SocketAddr),
@@ -427,7 +555,16 @@ pub fn serve(
         .listen
         .clone()
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let state = Shared::new(cfg.storage.dir.clone());
+    let (token, token_file) = load_or_create_token(&cfg.api, &cfg.storage.dir)?;
+    tracing::info!(
+        "API token in {}: POST /v1/jobs needs Authorization: Bearer <its content>",
+        token_file.display()
+    );
+    let state = Shared::with_options(
+        cfg.storage.dir.clone(),
+        ApiOptions::new(&cfg.api, Some(&token)),
+    );
+    drop(token);
     let addr = spawn_server(state.clone(), &listen)?;
     ready(addr);
     loop {
@@ -469,5 +606,144 @@ pub fn serve(
                 state.set_state(&id, JobState::Failed, Some(format!("{e:#}")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    const TINY: &str = "replicas = 2\n[model]\nlayers = 1\nheads = 2\nwidth = 32\n\
+        [optimizer]\nkind = \"sparseloco\"\ninner_steps = 2\n[train]\nsteps = 8\n";
+    const SECRET: &str = "a-test-token-0123456789";
+
+    fn state(max_queued: usize, token: Option<&str>) -> Shared {
+        let api = crate::config::ApiSection {
+            max_queued,
+            ..Default::default()
+        };
+        Shared::with_options(PathBuf::from("/nonexistent"), ApiOptions::new(&api, token))
+    }
+
+    async fn call(
+        s: &Shared,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let res = router(s.clone())
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (parts.status, parts.headers, v)
+    }
+
+    fn job() -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"config": TINY, "operators": 2, "rounds": 1}))
+            .unwrap()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn posts_need_the_token_and_the_queue_is_bounded() {
+        rt().block_on(async {
+            let s = state(1, Some(SECRET));
+            let bearer = format!("Bearer {SECRET}");
+            let (st, h, v) = call(&s, "POST", "/v1/jobs", None, job()).await;
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+            assert!(h.contains_key(header::WWW_AUTHENTICATE));
+            assert!(v["error"].is_string());
+            let (st, _, _) = call(&s, "POST", "/v1/jobs", Some("Bearer nope"), job()).await;
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+            let (st, _, v) = call(&s, "POST", "/v1/jobs", Some(&bearer), job()).await;
+            assert_eq!(st, StatusCode::CREATED, "{v}");
+            let (st, h, v) = call(&s, "POST", "/v1/jobs", Some(&bearer), job()).await;
+            assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+            assert_eq!(h[header::RETRY_AFTER], QUEUE_RETRY_AFTER_S.to_string());
+            assert!(v["error"].as_str().unwrap().contains("max_queued"));
+            // The worker takes one: room again.
+            assert!(s.next_job().is_some());
+            let (st, _, _) = call(&s, "POST", "/v1/jobs", Some(&bearer), job()).await;
+            assert_eq!(st, StatusCode::CREATED);
+            // GET stays open.
+            let (st, _, v) = call(&s, "GET", "/v1/jobs", None, vec![]).await;
+            assert_eq!(st, StatusCode::OK);
+            assert_eq!(v.as_array().unwrap().len(), 2);
+        });
+    }
+
+    #[test]
+    fn without_a_token_nothing_changes_state() {
+        rt().block_on(async {
+            let s = Shared::new(PathBuf::from("/nonexistent"));
+            let (st, _, v) = call(&s, "POST", "/v1/jobs", Some("Bearer x"), job()).await;
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+            assert!(v["error"].as_str().unwrap().contains("no API token"));
+            let (st, _, v) = call(&s, "GET", "/health", None, vec![]).await;
+            assert_eq!(st, StatusCode::OK);
+            assert_eq!(v["jobs"], 0);
+        });
+    }
+
+    #[test]
+    fn layer_errors_are_json() {
+        rt().block_on(async {
+            let s = state(16, Some(SECRET));
+            let bearer = format!("Bearer {SECRET}");
+            let (st, h, v) = call(&s, "DELETE", "/v1/jobs", Some(&bearer), vec![]).await;
+            assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+            assert!(h.contains_key(header::ALLOW));
+            assert!(v["error"].is_string());
+            let big = vec![b' '; MAX_BODY * 2 + 1];
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/jobs")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, big.len())
+                .header(header::AUTHORIZATION, &bearer)
+                .body(Body::from(big))
+                .unwrap();
+            let res = router(s.clone()).oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        });
+    }
+
+    #[test]
+    fn the_document_names_the_bearer_scheme() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let post = &doc["paths"]["/v1/jobs"]["post"];
+        assert_eq!(post["security"][0]["bearer"], serde_json::json!([]));
+        for code in ["401", "429"] {
+            assert!(post["responses"][code].is_object(), "{code}");
+        }
+        assert!(
+            post["responses"]["429"]["headers"]["Retry-After"].is_object(),
+            "{post}"
+        );
     }
 }
