@@ -309,21 +309,26 @@ pub mod elias_fano {
         }
         let l = low_bits(k as u64, totalk);
         let upper_len = k as u64 + (totalk.saturating_sub(1) >> l);
-        let mut r = BitReader { bytes, pos: 0 };
         let mut out = Vec::with_capacity(blocks.saturating_mul(k));
-        let mut low = vec![0u64; k];
+        // A block is k low parts of l bits, then the upper bit vector. The i-th set upper bit
+        // pairs with the i-th low part, read in place (no k-sized buffer: k comes from the
+        // header, and the bytes were only checked to be long enough for it).
+        let mut start = 0u64;
         for _ in 0..blocks {
-            for v in low.iter_mut() {
-                *v = r.get(l);
-            }
+            let upper_start = start + k as u64 * l as u64;
+            let mut low = BitReader { bytes, pos: start };
+            let mut upper = BitReader {
+                bytes,
+                pos: upper_start,
+            };
             let mut i = 0usize;
             for bit in 0..upper_len {
-                if r.get(1) == 1 {
+                if upper.get(1) == 1 {
                     if i == k {
                         return Err(PackError::EliasFanoCount { what });
                     }
                     let high = bit - i as u64;
-                    let x = (high << l) | low[i];
+                    let x = (high << l) | low.get(l);
                     out.push(u32::try_from(x).map_err(|_| PackError::EliasFanoCount { what })?);
                     i += 1;
                 }
@@ -331,8 +336,9 @@ pub mod elias_fano {
             if i != k {
                 return Err(PackError::EliasFanoCount { what });
             }
+            start = upper_start + upper_len;
         }
-        let used = r.pos;
+        let used = start;
         if (used..bytes.len() as u64 * 8).any(|b| bytes[(b / 8) as usize] >> (b % 8) & 1 == 1) {
             return Err(PackError::NonZeroPadding { what });
         }

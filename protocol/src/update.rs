@@ -21,6 +21,24 @@
 //! indices are strictly increasing, so one update has exactly one encoding and the
 //! [`UpdateHash`] (SHA-256 of the bytes) names it. Decoding checks every count, range, and
 //! value before anything is used, against [`DecodeLimits`].
+//!
+//! ## Canonical form
+//!
+//! Whatever the encoder leaves no choice over must have the one form it writes, or the same
+//! update would have several encodings (and hashes): padding bits are zero ([`pack`]); floats are
+//! finite; a 2-bit codebook's scale is positive, an entry that no code uses is `+0.0` (the
+//! encoder's empty bin), and the entries that codes use strictly increase with the code (the
+//! encoder's bins are ordered intervals). Each departure is refused by name. What the sender
+//! chooses (block shape, `k`, index encoding, the codebook's shift and scale, which the receiver
+//! cannot recompute) is part of the update, not a second encoding of it.
+//!
+//! ## Limits
+//!
+//! Before reading a tensor's indices or values the decoder checks, with checked arithmetic, what
+//! its header announces and the running totals over the update: elements per tensor and in all
+//! ([`DecodeLimits::max_total_numel`]), block side for the DCT ([`MAX_DCT_BLOCK_SIDE`]: a
+//! receiver builds a side² basis), positions per block, blocks and kept entries in all. A header
+//! that would overflow is refused by name, never a panic.
 
 use std::fmt;
 
@@ -341,28 +359,59 @@ pub struct TensorUpdate {
     pub values: Values,
 }
 
+/// What a checked tensor header announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// Elements of the dense tensor.
+    numel: u64,
+    /// Blocks of `block.len()` positions.
+    blocks: u64,
+    /// Kept entries, `blocks × k`.
+    count: usize,
+}
+
+/// Names of the codebook's fields, for errors.
+const LOOKUP_FIELDS: [&str; 4] = ["lookup[0]", "lookup[1]", "lookup[2]", "lookup[3]"];
+const DEQUANT_FIELDS: [&str; 4] = [
+    "lookup[0] + shift",
+    "lookup[1] + shift",
+    "lookup[2] + shift",
+    "lookup[3] + shift",
+];
+
 impl TensorUpdate {
-    /// Number of elements of the dense tensor.
+    /// Number of elements of the dense tensor (saturating: a shape whose product overflows
+    /// reports `u64::MAX`; such a tensor never validates).
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
-    /// Number of blocks.
+    /// Number of blocks (0 when the block is empty or the shape overflows).
     pub fn num_blocks(&self) -> u64 {
         match matrix_view(&self.shape) {
-            Some((lead, r, c)) if self.block.rows > 0 && self.block.cols > 0 => {
-                lead * (r / self.block.rows as u64) * (c / self.block.cols as u64)
-            }
+            Some((lead, r, c)) if self.block.rows > 0 && self.block.cols > 0 => lead
+                .checked_mul(r / self.block.rows as u64)
+                .and_then(|b| b.checked_mul(c / self.block.cols as u64))
+                .unwrap_or(0),
             _ => 0,
         }
     }
 
-    /// Checks this tensor as [`SparseUpdate::decode`] would.
-    pub fn validate(&self, limits: &DecodeLimits) -> Result<(), UpdateError> {
-        self.check(limits)
+    /// Checks this tensor as [`SparseUpdate::decode`] would for an update with `transform`
+    /// (the DCT bounds the block side, see [`DecodeLimits::max_dct_block_side`]). The limits
+    /// over the whole update (total elements, blocks and entries) are checked by
+    /// [`SparseUpdate::validate`].
+    pub fn validate(&self, transform: Transform, limits: &DecodeLimits) -> Result<(), UpdateError> {
+        self.check(transform, limits).map(|_| ())
     }
 
-    fn check(&self, limits: &DecodeLimits) -> Result<(), UpdateError> {
+    /// Checks the header fields (name, shape, block, k, index encoding) against the limits,
+    /// with checked arithmetic, and returns what they announce. Reads neither indices nor
+    /// values, so the decoder calls it before reading (or allocating for) them.
+    fn layout(&self, transform: Transform, limits: &DecodeLimits) -> Result<Layout, UpdateError> {
         let t = || self.name.clone();
         if self.name.is_empty() {
             return Err(UpdateError::EmptyName);
@@ -387,26 +436,60 @@ impl TensorUpdate {
             .shape
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .filter(|&n| n <= limits.max_numel)
-            .ok_or(UpdateError::TooManyElements {
+            .ok_or_else(|| UpdateError::ShapeOverflow {
                 tensor: t(),
-                max: limits.max_numel,
+                shape: self.shape.clone(),
             })?;
-        let (_, rows, cols) = matrix_view(&self.shape).ok_or(UpdateError::TooManyElements {
-            tensor: t(),
-            max: limits.max_numel,
-        })?;
-        for (dim, size, b) in [(0usize, rows, self.block.rows), (1, cols, self.block.cols)] {
+        if numel > limits.max_numel {
+            return Err(UpdateError::TooManyElements {
+                tensor: t(),
+                numel,
+                max: limits.max_numel,
+            });
+        }
+        // Cannot fail once the product of every dimension fits (checked just above).
+        let (lead, rows, cols) =
+            matrix_view(&self.shape).ok_or_else(|| UpdateError::ShapeOverflow {
+                tensor: t(),
+                shape: self.shape.clone(),
+            })?;
+        // The block's own size first: a DCT receiver builds a side × side basis per axis.
+        if transform == Transform::Dct {
+            for (axis, side) in [("rows", self.block.rows), ("cols", self.block.cols)] {
+                if side > limits.max_dct_block_side {
+                    return Err(UpdateError::DctBlockSideTooLarge {
+                        tensor: t(),
+                        axis,
+                        side,
+                        max: limits.max_dct_block_side,
+                    });
+                }
+            }
+        }
+        // u32 × u32 cannot overflow u64.
+        let totalk = self.block.len();
+        if totalk > limits.max_block_len {
+            return Err(UpdateError::BlockTooLarge {
+                tensor: t(),
+                rows: self.block.rows,
+                cols: self.block.cols,
+                len: totalk,
+                max: limits.max_block_len,
+            });
+        }
+        for (axis, size, b) in [
+            ("rows", rows, self.block.rows),
+            ("cols", cols, self.block.cols),
+        ] {
             if b == 0 || size % b as u64 != 0 {
                 return Err(UpdateError::BlockDoesNotDivide {
                     tensor: t(),
-                    axis: if dim == 0 { "rows" } else { "cols" },
+                    axis,
                     size,
                     block: b,
                 });
             }
         }
-        let totalk = self.block.len();
         if self.k == 0 || self.k as u64 > totalk {
             return Err(UpdateError::TopkOutOfRange {
                 tensor: t(),
@@ -421,14 +504,40 @@ impl TensorUpdate {
                 totalk,
             });
         }
-        let blocks = numel / totalk;
-        let count = blocks
-            .checked_mul(self.k as u64)
-            .filter(|&c| c <= limits.max_entries)
-            .ok_or(UpdateError::TooManyEntries {
+        // The blocks tile the tensor (each side divides), so this is numel / totalk: no overflow.
+        let blocks = lead * (rows / self.block.rows as u64) * (cols / self.block.cols as u64);
+        let entries = blocks.saturating_mul(self.k as u64);
+        if entries > limits.max_entries {
+            return Err(UpdateError::TooManyEntries {
                 tensor: t(),
+                entries,
                 max: limits.max_entries,
-            })? as usize;
+            });
+        }
+        if blocks > limits.max_blocks {
+            return Err(UpdateError::TooManyBlocks {
+                tensor: t(),
+                blocks,
+                max: limits.max_blocks,
+            });
+        }
+        let count = usize::try_from(entries).map_err(|_| UpdateError::TooManyEntries {
+            tensor: t(),
+            entries,
+            max: limits.max_entries,
+        })?;
+        Ok(Layout {
+            numel,
+            blocks,
+            count,
+        })
+    }
+
+    fn check(&self, transform: Transform, limits: &DecodeLimits) -> Result<Layout, UpdateError> {
+        let layout = self.layout(transform, limits)?;
+        let t = || self.name.clone();
+        let count = layout.count;
+        let totalk = self.block.len();
         if self.indices.len() != count {
             return Err(UpdateError::CountMismatch {
                 tensor: t(),
@@ -482,28 +591,104 @@ impl TensorUpdate {
                     });
                 }
             }
-            Values::TwoBit { codes, codebook } => {
-                let finite = codebook.shift.is_finite()
-                    && codebook.scale.is_finite()
-                    && codebook.scale > 0.0
-                    && codebook
-                        .lookup
-                        .iter()
-                        .all(|l| l.is_finite() && (l + codebook.shift).is_finite());
-                if !finite {
-                    return Err(UpdateError::BadCodebook { tensor: t() });
-                }
-                if codes.iter().any(|&q| q > 3) {
-                    return Err(UpdateError::BadCode { tensor: t() });
-                }
-            }
+            Values::TwoBit { codes, codebook } => check_codebook(&self.name, codes, codebook)?,
             Values::OneBit(_) => {}
         }
-        Ok(())
+        Ok(layout)
     }
 }
 
-/// Bounds on what [`SparseUpdate::decode`] accepts, checked before allocating.
+/// The 2-bit codebook's rules: every field finite and the scale positive (what
+/// `quantize_2bit` writes; the scale is not needed to decode, so any other value could only be
+/// a second encoding), and canonical form: an entry no code uses is `+0.0` (the encoder's
+/// empty bin), and the entries codes use strictly increase with the code (the encoder's bins
+/// are ordered intervals of the value line). Without these, permuting the entries together with
+/// the codes, or writing anything in an unused entry, would give one update many encodings.
+fn check_codebook(tensor: &str, codes: &[u8], cb: &Codebook) -> Result<(), UpdateError> {
+    let bad = |field: &'static str, value: f32| UpdateError::BadCodebook {
+        tensor: tensor.to_owned(),
+        field,
+        value,
+    };
+    if !cb.shift.is_finite() {
+        return Err(bad("shift", cb.shift));
+    }
+    if !cb.scale.is_finite() || cb.scale <= 0.0 {
+        return Err(bad("scale", cb.scale));
+    }
+    for (q, &l) in cb.lookup.iter().enumerate() {
+        if !l.is_finite() {
+            return Err(bad(LOOKUP_FIELDS[q], l));
+        }
+        if !(l + cb.shift).is_finite() {
+            return Err(bad(DEQUANT_FIELDS[q], l + cb.shift));
+        }
+    }
+    let mut used = [false; 4];
+    for (position, &code) in codes.iter().enumerate() {
+        if code > 3 {
+            return Err(UpdateError::BadCode {
+                tensor: tensor.to_owned(),
+                position,
+                code,
+            });
+        }
+        used[code as usize] = true;
+    }
+    let mut prev: Option<usize> = None;
+    for (q, (&l, &used)) in cb.lookup.iter().zip(&used).enumerate() {
+        if !used {
+            if l.to_bits() != 0 {
+                return Err(UpdateError::UnusedCodebookEntry {
+                    tensor: tensor.to_owned(),
+                    code: q as u8,
+                    value: l,
+                });
+            }
+            continue;
+        }
+        if let Some(p) = prev
+            && cb.lookup[p] >= l
+        {
+            return Err(UpdateError::CodebookNotIncreasing {
+                tensor: tensor.to_owned(),
+                lower: p as u8,
+                upper: q as u8,
+                lower_value: cb.lookup[p],
+                upper_value: l,
+            });
+        }
+        prev = Some(q);
+    }
+    Ok(())
+}
+
+/// Default [`DecodeLimits::max_dct_block_side`], and the largest DCT basis the enclave builds.
+///
+/// A receiver inverts a DCT block of `rows × cols` with the `rows × rows` and `cols × cols`
+/// bases: at 4096 one basis is 64 MiB of f32 (128 MiB with its transpose) and 16.8 M cosines to
+/// build, a bounded cost, where an unbounded side (the format allows 2³²−1) would ask for
+/// exabytes. DeMo, Psyche and Templar cut blocks of 64 (`chunk = 64`); 4096 is 64 times that.
+pub const MAX_DCT_BLOCK_SIDE: u32 = 4096;
+
+/// Default [`DecodeLimits::max_block_len`]: 4096², the largest DCT block, for any transform.
+pub const MAX_BLOCK_LEN: u64 = 1 << 24;
+
+/// Default [`DecodeLimits::max_total_numel`]: 2³² dense elements (16 GiB as f32), more than
+/// any model a job here trains; a receiver that knows its model can pass its parameter count.
+pub const MAX_TOTAL_NUMEL: u64 = 1 << 32;
+
+/// Default [`DecodeLimits::max_blocks`]: 2²⁶, [`MAX_TOTAL_NUMEL`] cut into blocks of 64 (a
+/// 1-D tensor at DeMo's chunk; 2-D tensors have 64× fewer blocks).
+pub const MAX_BLOCKS: u64 = 1 << 26;
+
+/// Bounds on what [`SparseUpdate::decode`] accepts, checked with checked arithmetic before
+/// anything is allocated or read. Each bound's refusal is its own [`UpdateError`] variant.
+///
+/// Decoding itself allocates in proportion to the kept entries, which the bytes must hold (a
+/// few bytes per entry, at most `max_entries`); what the limits on elements, blocks and block
+/// sizes bound is what a receiver allocates to *use* the update: the dense tensors (`max_total_numel`), per-block work
+/// (`max_blocks`, `max_block_len`) and the DCT bases (`max_dct_block_side`).
 #[derive(Debug, Clone)]
 pub struct DecodeLimits {
     /// Largest encoded update (default 256 MiB).
@@ -511,8 +696,19 @@ pub struct DecodeLimits {
     pub max_tensors: usize,
     pub max_name_len: usize,
     pub max_ndim: usize,
-    /// Largest dense tensor (elements).
+    /// Largest dense tensor (elements; default 2³⁴, so [`DecodeLimits::max_total_numel`]
+    /// binds first unless raised).
     pub max_numel: u64,
+    /// Most dense elements over the whole update: the sum of every tensor's element count
+    /// (default [`MAX_TOTAL_NUMEL`]).
+    pub max_total_numel: u64,
+    /// Largest block side (rows or columns) of a DCT update (default [`MAX_DCT_BLOCK_SIDE`]).
+    pub max_dct_block_side: u32,
+    /// Most positions in one block, `rows × cols`, whatever the transform (default
+    /// [`MAX_BLOCK_LEN`]).
+    pub max_block_len: u64,
+    /// Most blocks over the whole update (default [`MAX_BLOCKS`]).
+    pub max_blocks: u64,
     /// Most kept positions over the whole update.
     pub max_entries: u64,
 }
@@ -525,6 +721,10 @@ impl Default for DecodeLimits {
             max_name_len: 512,
             max_ndim: 8,
             max_numel: 1 << 34,
+            max_total_numel: MAX_TOTAL_NUMEL,
+            max_dct_block_side: MAX_DCT_BLOCK_SIDE,
+            max_block_len: MAX_BLOCK_LEN,
+            max_blocks: MAX_BLOCKS,
             max_entries: 1 << 28,
         }
     }
@@ -583,8 +783,44 @@ pub enum UpdateError {
     },
     #[error("tensor {tensor:?} has a zero dimension")]
     EmptyTensor { tensor: String },
-    #[error("tensor {tensor:?} has more than {max} elements")]
-    TooManyElements { tensor: String, max: u64 },
+    #[error("tensor {tensor:?}: the product of shape {shape:?} overflows 64 bits")]
+    ShapeOverflow { tensor: String, shape: Vec<u64> },
+    #[error("tensor {tensor:?} has {numel} elements, over the limit of {max}")]
+    TooManyElements {
+        tensor: String,
+        numel: u64,
+        max: u64,
+    },
+    #[error("the tensors up to {tensor:?} have {total} elements in all, over the limit of {max}")]
+    TooManyTotalElements {
+        tensor: String,
+        total: u64,
+        max: u64,
+    },
+    #[error(
+        "tensor {tensor:?}: DCT block {axis} {side} over the limit of {max} (a receiver builds a \
+         {side} × {side} basis)"
+    )]
+    DctBlockSideTooLarge {
+        tensor: String,
+        axis: &'static str,
+        side: u32,
+        max: u32,
+    },
+    #[error("tensor {tensor:?}: block {rows} × {cols} = {len} positions, over the limit of {max}")]
+    BlockTooLarge {
+        tensor: String,
+        rows: u32,
+        cols: u32,
+        len: u64,
+        max: u64,
+    },
+    #[error("the tensors up to {tensor:?} have {blocks} blocks in all, over the limit of {max}")]
+    TooManyBlocks {
+        tensor: String,
+        blocks: u64,
+        max: u64,
+    },
     #[error("tensor {tensor:?}: block {axis} {block} does not divide {size}")]
     BlockDoesNotDivide {
         tensor: String,
@@ -604,8 +840,12 @@ pub enum UpdateError {
     UnknownIndexEncoding { tensor: String, code: u8 },
     #[error("tensor {tensor:?}: unknown value encoding {code}")]
     UnknownValueEncoding { tensor: String, code: u8 },
-    #[error("tensor {tensor:?}: more than {max} kept entries in the update")]
-    TooManyEntries { tensor: String, max: u64 },
+    #[error("the tensors up to {tensor:?} keep {entries} entries in all, over the limit of {max}")]
+    TooManyEntries {
+        tensor: String,
+        entries: u64,
+        max: u64,
+    },
     #[error("tensor {tensor:?}: {expected} {what} expected, got {got}")]
     CountMismatch {
         tensor: String,
@@ -631,14 +871,83 @@ pub enum UpdateError {
     IndicesNotIncreasing { tensor: String, block: u64 },
     #[error("tensor {tensor:?}: value #{position} is not finite")]
     NonFiniteValue { tensor: String, position: usize },
-    #[error("tensor {tensor:?}: 2-bit codebook is not finite or its scale is not positive")]
-    BadCodebook { tensor: String },
-    #[error("tensor {tensor:?}: a 2-bit code is above 3")]
-    BadCode { tensor: String },
+    #[error(
+        "tensor {tensor:?}: 2-bit codebook {field} is {value} (every field must be finite, the \
+         scale positive)"
+    )]
+    BadCodebook {
+        tensor: String,
+        field: &'static str,
+        value: f32,
+    },
+    #[error("tensor {tensor:?}: 2-bit code #{position} is {code}, above 3")]
+    BadCode {
+        tensor: String,
+        position: usize,
+        code: u8,
+    },
+    #[error(
+        "tensor {tensor:?}: 2-bit codebook entry {code} is {value} but no value uses it (the \
+         canonical form is +0)"
+    )]
+    UnusedCodebookEntry {
+        tensor: String,
+        code: u8,
+        value: f32,
+    },
+    #[error(
+        "tensor {tensor:?}: 2-bit codebook entries {lower} ({lower_value}) and {upper} \
+         ({upper_value}) are used but not strictly increasing (the canonical order is ascending)"
+    )]
+    CodebookNotIncreasing {
+        tensor: String,
+        lower: u8,
+        upper: u8,
+        lower_value: f32,
+        upper_value: f32,
+    },
     #[error("tensor {tensor:?}: {source}")]
     Pack { tensor: String, source: PackError },
     #[error("{count} bytes after the last tensor")]
     TrailingBytes { count: usize },
+}
+
+/// Running sums over an update's tensors, against the whole-update limits.
+#[derive(Debug, Default)]
+struct Totals {
+    numel: u64,
+    blocks: u64,
+    entries: u64,
+}
+
+impl Totals {
+    fn add(&mut self, tensor: &str, l: &Layout, limits: &DecodeLimits) -> Result<(), UpdateError> {
+        self.entries = self.entries.saturating_add(l.count as u64);
+        if self.entries > limits.max_entries {
+            return Err(UpdateError::TooManyEntries {
+                tensor: tensor.to_owned(),
+                entries: self.entries,
+                max: limits.max_entries,
+            });
+        }
+        self.blocks = self.blocks.saturating_add(l.blocks);
+        if self.blocks > limits.max_blocks {
+            return Err(UpdateError::TooManyBlocks {
+                tensor: tensor.to_owned(),
+                blocks: self.blocks,
+                max: limits.max_blocks,
+            });
+        }
+        self.numel = self.numel.saturating_add(l.numel);
+        if self.numel > limits.max_total_numel {
+            return Err(UpdateError::TooManyTotalElements {
+                tensor: tensor.to_owned(),
+                total: self.numel,
+                max: limits.max_total_numel,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One round's compressed update: every parameter tensor's kept coefficients.
@@ -658,21 +967,15 @@ impl SparseUpdate {
             });
         }
         let mut names = std::collections::HashSet::new();
-        let mut entries = 0u64;
+        let mut totals = Totals::default();
         for t in &self.tensors {
             if !names.insert(t.name.as_str()) {
                 return Err(UpdateError::DuplicateName {
                     tensor: t.name.clone(),
                 });
             }
-            t.check(limits)?;
-            entries += t.indices.len() as u64;
-            if entries > limits.max_entries {
-                return Err(UpdateError::TooManyEntries {
-                    tensor: t.name.clone(),
-                    max: limits.max_entries,
-                });
-            }
+            let layout = t.check(self.transform, limits)?;
+            totals.add(&t.name, &layout, limits)?;
         }
         Ok(())
     }
@@ -736,6 +1039,7 @@ impl SparseUpdate {
             for part in [&idx, &val] {
                 let len = u32::try_from(part.len()).map_err(|_| UpdateError::TooManyEntries {
                     tensor: t.name.clone(),
+                    entries: part.len() as u64,
                     max: u32::MAX as u64,
                 })?;
                 out.extend_from_slice(&len.to_le_bytes());
@@ -781,7 +1085,7 @@ impl SparseUpdate {
             });
         }
         let mut tensors = Vec::with_capacity(count.min(1024));
-        let mut entries = 0u64;
+        let mut totals = Totals::default();
         for index in 0..count {
             let name_len = r.u16("name length")? as usize;
             if name_len > limits.max_name_len {
@@ -839,7 +1143,8 @@ impl SparseUpdate {
             } else {
                 None
             };
-            // The shape and block decide how many entries follow; check them before reading.
+            // The shape and block decide how many entries follow: check them, and the running
+            // totals over the update, before reading or allocating anything for them.
             let header = TensorUpdate {
                 name,
                 shape,
@@ -849,14 +1154,9 @@ impl SparseUpdate {
                 indices: Vec::new(),
                 values: Values::F32(Vec::new()),
             };
-            let n = header_entries(&header, limits)?;
-            entries += n as u64;
-            if entries > limits.max_entries {
-                return Err(UpdateError::TooManyEntries {
-                    tensor: header.name,
-                    max: limits.max_entries,
-                });
-            }
+            let layout = header.layout(transform, limits)?;
+            totals.add(&header.name, &layout, limits)?;
+            let n = layout.count;
             let tensor = header.name.clone();
             let byte_len = |what, expected: Option<usize>, got: usize| match expected {
                 Some(e) if e == got => Ok(()),
@@ -868,10 +1168,10 @@ impl SparseUpdate {
                 }),
             };
             let ilen = r.u32("index length")? as usize;
-            let blocks = n / k as usize;
+            let blocks = layout.blocks;
             byte_len(
                 "indices",
-                index_encoding.byte_len(k as u64, header.block.len(), blocks as u64),
+                index_encoding.byte_len(k as u64, header.block.len(), blocks),
                 ilen,
             )?;
             let ibytes = r.take(ilen, "indices")?;
@@ -891,13 +1191,16 @@ impl SparseUpdate {
                         source,
                     })?
                 }
-                IndexEncoding::EliasFano => {
-                    pack::elias_fano::decode(ibytes, k as usize, header.block.len(), blocks)
-                        .map_err(|source| UpdateError::Pack {
-                            tensor: tensor.clone(),
-                            source,
-                        })?
-                }
+                IndexEncoding::EliasFano => pack::elias_fano::decode(
+                    ibytes,
+                    k as usize,
+                    header.block.len(),
+                    blocks as usize,
+                )
+                .map_err(|source| UpdateError::Pack {
+                    tensor: tensor.clone(),
+                    source,
+                })?,
             };
             let vlen = r.u32("value length")? as usize;
             byte_len("values", value_encoding.byte_len(n), vlen)?;
@@ -924,7 +1227,11 @@ impl SparseUpdate {
                     codebook,
                 },
                 (ValueEncoding::TwoBit, None) => {
-                    return Err(UpdateError::BadCodebook { tensor });
+                    return Err(UpdateError::BadCodebook {
+                        tensor,
+                        field: "codebook",
+                        value: f32::NAN,
+                    });
                 }
                 (ValueEncoding::OneBit, _) => {
                     Values::OneBit(pack::unpack_signs(vbytes, n).map_err(pack_err)?)
@@ -945,22 +1252,6 @@ impl SparseUpdate {
         let update = SparseUpdate { transform, tensors };
         update.validate(limits)?;
         Ok(update)
-    }
-}
-
-/// Entries (`blocks × k`) a tensor header announces, after checking its geometry.
-fn header_entries(t: &TensorUpdate, limits: &DecodeLimits) -> Result<usize, UpdateError> {
-    // Reuse the full check on a header whose counts are made to agree, so the geometry rules
-    // live in one place.
-    let probe = TensorUpdate {
-        indices: Vec::new(),
-        values: Values::F32(Vec::new()),
-        ..t.clone()
-    };
-    match probe.check(limits) {
-        Err(UpdateError::CountMismatch { expected, .. }) => Ok(expected),
-        Err(e) => Err(e),
-        Ok(()) => Ok(0),
     }
 }
 

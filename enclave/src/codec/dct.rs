@@ -14,6 +14,11 @@
 
 pub mod fast;
 
+/// The largest basis side built for a block read from an update:
+/// [`conclave_protocol::update::MAX_DCT_BLOCK_SIDE`]. A basis of side `n` holds `2·n²` f32
+/// (`C` and `Cᵀ`): 128 MiB at 4096.
+pub const MAX_SIDE: usize = conclave_protocol::update::MAX_DCT_BLOCK_SIDE as usize;
+
 /// The DCT-II basis of one block size.
 #[derive(Debug, Clone)]
 pub struct Basis {

@@ -73,6 +73,8 @@ pub enum IndexChoice {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CodecConfig {
     /// Target block side; the block is the largest divisor of each dimension at most this.
+    /// With the DCT a target above [`dct::MAX_SIDE`] (4096, the largest block side receivers
+    /// accept) acts as 4096 (see [`CodecConfig::block_target`]).
     pub chunk: usize,
     /// Positions kept per block.
     pub topk: usize,
@@ -96,6 +98,16 @@ impl Default for CodecConfig {
 }
 
 impl CodecConfig {
+    /// The block side target actually used: [`CodecConfig::chunk`], capped at [`dct::MAX_SIDE`]
+    /// for the DCT, so the codec never builds a basis larger than that nor sends blocks that
+    /// receivers refuse ([`conclave_protocol::DecodeLimits::max_dct_block_side`]).
+    pub fn block_target(&self) -> usize {
+        match self.transform {
+            Transform::Dct => self.chunk.min(dct::MAX_SIDE),
+            Transform::Identity => self.chunk,
+        }
+    }
+
     /// SparseLoCo as Templar runs it: no DCT, k = 64, 2-bit values, 12-bit pairs replaced by the
     /// smaller Elias–Fano.
     pub fn sparseloco() -> Self {
@@ -114,11 +126,19 @@ impl CodecConfig {
 pub struct Bases(Mutex<HashMap<usize, Arc<Basis>>>);
 
 impl Bases {
+    /// The basis of side `n`, built on first use. `n` must come from this codec's own geometry
+    /// (at most [`dct::MAX_SIDE`] for the DCT, see [`CodecConfig::block_target`]); a side read
+    /// from an update goes through [`Bases::try_get`].
     pub fn get(&self, n: usize) -> Arc<Basis> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(n)
             .or_insert_with(|| Arc::new(Basis::new(n)))
             .clone()
+    }
+
+    /// The basis of side `n`, or `None` above [`dct::MAX_SIDE`] (nothing is allocated then).
+    pub fn try_get(&self, n: usize) -> Option<Arc<Basis>> {
+        (n <= dct::MAX_SIDE).then(|| self.get(n))
     }
 }
 
@@ -144,7 +164,7 @@ impl Codec {
 
     /// Geometry of a tensor under this codec.
     pub fn geometry(&self, shape: &[usize]) -> Geometry {
-        Geometry::new(shape, self.config.chunk)
+        Geometry::new(shape, self.config.block_target())
     }
 
     /// Compresses `buf` (a tensor of `shape`, row-major) and subtracts what is transmitted from
@@ -181,7 +201,7 @@ impl Codec {
         );
         let totalk = g.totalk();
         let k = cfg.topk_rule.fit(cfg.topk, totalk);
-        let (b1, b2) = (self.bases.get(g.n1), self.bases.get(g.n2));
+        let bases = self.bases_for(&g);
         let stripes: Vec<Selected> = data
             .par_chunks(g.stripe_len())
             .map_init(
@@ -198,11 +218,11 @@ impl Codec {
                             sel.val.push(coeffs[i as usize]);
                         }
                     };
-                    match cfg.transform {
-                        Transform::Dct => {
-                            dct::encode_stripe(stripe, g.cols, &b1, &b2, scratch, &mut take)
+                    match &bases {
+                        Some((b1, b2)) => {
+                            dct::encode_stripe(stripe, g.cols, b1, b2, scratch, &mut take)
                         }
-                        Transform::Identity => {
+                        None => {
                             for x in 0..g.blocks_per_stripe() {
                                 block.clear();
                                 for h in 0..g.n1 {
@@ -244,25 +264,32 @@ impl Codec {
         (update, sent)
     }
 
+    /// The two bases of a DCT geometry; none without a transform.
+    fn bases_for(&self, g: &Geometry) -> Option<(Arc<Basis>, Arc<Basis>)> {
+        match self.config.transform {
+            Transform::Dct => Some((self.bases.get(g.n1), self.bases.get(g.n2))),
+            Transform::Identity => None,
+        }
+    }
+
     /// `buf -= decode(sparse(sent))`, block by block.
     fn subtract(&self, update: &TensorUpdate, sent: &[f32], buf: &mut [f32]) {
         let shape: Vec<usize> = update.shape.iter().map(|&d| d as usize).collect();
         let g = self.geometry(&shape);
         let k = update.k as usize;
         let per_stripe = k * g.blocks_per_stripe();
-        let (b1, b2) = (self.bases.get(g.n1), self.bases.get(g.n2));
-        let transform = self.config.transform;
+        let bases = self.bases_for(&g);
         buf.par_chunks_mut(g.stripe_len())
             .zip(update.indices.par_chunks(per_stripe))
             .zip(sent.par_chunks(per_stripe))
             .for_each_init(Scratch::default, |scratch, ((stripe, idx), val)| {
                 for x in 0..g.blocks_per_stripe() {
                     let (bi, bv) = (&idx[x * k..(x + 1) * k], &val[x * k..(x + 1) * k]);
-                    match transform {
-                        Transform::Dct => dct::decode_sparse_into(
-                            bi, bv, -1.0, stripe, g.cols, x, &b1, &b2, scratch,
+                    match &bases {
+                        Some((b1, b2)) => dct::decode_sparse_into(
+                            bi, bv, -1.0, stripe, g.cols, x, b1, b2, scratch,
                         ),
-                        Transform::Identity => {
+                        None => {
                             for (&p, &v) in bi.iter().zip(bv) {
                                 let (h, w) = (p as usize / g.n2, p as usize % g.n2);
                                 stripe[h * g.cols + x * g.n2 + w] -= v;

@@ -1,7 +1,9 @@
 //! Templar's 2-bit codebook quantizer (`TopKCompressor._quantize_values`, tplr compress.py), with
 //! its exact rules: shift = mean, std with n − 1, scale = 6σ / 4 (1.0 when that is 0 or not
 //! finite), `q = clamp(round_half_even(c / scale + 2), 0, 3)`, and each bin's value the f32 mean
-//! of its members (0 for an empty bin). A code decodes to `lookup[q] + shift`.
+//! of its members (+0 for an empty bin). A code decodes to `lookup[q] + shift`. The codebook is
+//! in the canonical form decoders require (`conclave_protocol::update`): unused entries +0, used
+//! ones strictly increasing.
 
 use conclave_protocol::Codebook;
 
@@ -40,14 +42,33 @@ pub fn quantize_2bit(vals: &[f32]) -> (Vec<u8>, Codebook) {
         .collect();
     let mut sums = [0f64; BINS];
     let mut counts = [0u64; BINS];
+    let mut lo = [f32::INFINITY; BINS];
+    let mut hi = [f32::NEG_INFINITY; BINS];
     for (&q, &c) in codes.iter().zip(&centered) {
-        sums[q as usize] += c as f64;
-        counts[q as usize] += 1;
+        let q = q as usize;
+        sums[q] += c as f64;
+        counts[q] += 1;
+        lo[q] = lo[q].min(c);
+        hi[q] = hi[q].max(c);
     }
+    // Each bin's mean, kept within its members' range. Codes are monotone in the value, so every
+    // member of a lower bin is below every member of a higher one, and the clamped means strictly
+    // increase with the code: the canonical order receivers insist on. (The mean lies in that
+    // range in exact arithmetic; the clamp only undoes rounding in the f64 sum.) Empty bins
+    // stay +0.0, the other half of the canonical form.
     let mut lookup = [0f32; BINS];
     for b in 0..BINS {
         if counts[b] > 0 {
-            lookup[b] = (sums[b] / counts[b] as f64) as f32;
+            // Not `f64::clamp`, which panics on a NaN bound (non-finite input; the codebook is
+            // then refused by the encoder as not finite).
+            let (mean, lo, hi) = (sums[b] / counts[b] as f64, lo[b] as f64, hi[b] as f64);
+            lookup[b] = if mean < lo {
+                lo
+            } else if mean > hi {
+                hi
+            } else {
+                mean
+            } as f32;
         }
     }
     (

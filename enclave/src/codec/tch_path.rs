@@ -47,7 +47,7 @@ impl TchCodec {
     /// The tensor's blocks as `[blocks, n1·n2]`, transformed.
     pub fn encode(&mut self, x: &Tensor) -> Tensor {
         let shape: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
-        let g = Geometry::new(&shape, self.config.chunk);
+        let g = Geometry::new(&shape, self.config.block_target());
         let (n1, n2) = (g.n1 as i64, g.n2 as i64);
         let blocks = x
             .to_kind(Kind::Float)
@@ -72,7 +72,7 @@ impl TchCodec {
 
     /// Inverse of [`TchCodec::encode`] for `[blocks, n1·n2]` coefficients of a tensor of `shape`.
     pub fn decode_coefficients(&mut self, coeffs: &Tensor, shape: &[usize]) -> Tensor {
-        let g = Geometry::new(shape, self.config.chunk);
+        let g = Geometry::new(shape, self.config.block_target());
         let (n1, n2) = (g.n1 as i64, g.n2 as i64);
         let blocks = coeffs.reshape([
             g.lead as i64,
@@ -101,7 +101,7 @@ impl TchCodec {
         buf: &mut Tensor,
     ) -> Result<TensorUpdate, tch::TchError> {
         let shape: Vec<usize> = buf.size().iter().map(|&d| d as usize).collect();
-        let g = Geometry::new(&shape, self.config.chunk);
+        let g = Geometry::new(&shape, self.config.block_target());
         let k = self.config.topk_rule.fit(self.config.topk, g.totalk());
         let coeffs = self.encode(buf);
         let (_, idx) = coeffs.abs().f_topk(k as i64, -1, true, false)?;
@@ -140,7 +140,7 @@ impl TchCodec {
         let first = *updates.first().ok_or(AggregateError::Empty)?;
         let limits = conclave_protocol::DecodeLimits::default();
         for u in updates {
-            u.validate(&limits)?;
+            u.validate(self.config.transform, &limits)?;
             if u.shape != first.shape || u.block != first.block {
                 return Err(AggregateError::Mismatch {
                     tensor: first.name.clone(),
@@ -149,7 +149,7 @@ impl TchCodec {
             }
         }
         let shape: Vec<usize> = first.shape.iter().map(|&d| d as usize).collect();
-        let g = Geometry::new(&shape, self.config.chunk);
+        let g = Geometry::new(&shape, self.config.block_target());
         if (g.n1 as u32, g.n2 as u32) != (first.block.rows, first.block.cols) {
             return Err(AggregateError::Mismatch {
                 tensor: first.name.clone(),
