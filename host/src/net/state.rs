@@ -13,7 +13,7 @@ use conclave_attestation::{
 use conclave_protocol::channel::PeerEvidence;
 use conclave_protocol::gossip::{self, Kind, Message};
 use conclave_protocol::receipt::RoundReceipt;
-use conclave_protocol::{Hash32, Signed, StatementError, UpdatePayload};
+use conclave_protocol::{Hash32, Signed, Statement, StatementError, UpdatePayload};
 use libp2p::{Multiaddr, PeerId};
 
 /// Rounds ahead of the current one whose updates are kept (a faster peer may be one ahead).
@@ -50,6 +50,17 @@ pub struct Peer {
 }
 
 pub use super::verdict::{Ignored, Misbehaved, Verdict};
+
+impl Peer {
+    /// Verifies a statement this peer's enclave signed in `domain`.
+    pub fn verify<T: Statement>(
+        &self,
+        bytes: &[u8],
+        domain: &str,
+    ) -> Result<Signed<T>, StatementError> {
+        Signed::verify_from(bytes, domain, &self.accepted, &self.ctx, self.address)
+    }
+}
 
 /// What validation asks the driver to do (IO the state does not do itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,13 +343,7 @@ impl State {
         let Some(peer) = self.peers.get(&op) else {
             return Verdict::Reject(UnattestedSigner(env.signer));
         };
-        let signed = match Signed::<UpdatePayload>::verify_from(
-            &u.envelope.0,
-            &self.view.domain,
-            &peer.accepted,
-            &peer.ctx,
-            peer.address,
-        ) {
+        let signed = match peer.verify::<UpdatePayload>(&u.envelope.0, &self.view.domain) {
             Ok(s) => s,
             Err(e) => {
                 return Verdict::Reject(BadStatement {
@@ -429,13 +434,7 @@ impl State {
             return Verdict::Ignore(Ignored::DuplicateHeartbeat);
         }
         if let Some(r) = &h.receipt {
-            let receipt = match Signed::<RoundReceipt>::verify_from(
-                &r.0,
-                &self.view.domain,
-                &peer.accepted,
-                &peer.ctx,
-                peer.address,
-            ) {
+            let receipt = match peer.verify::<RoundReceipt>(&r.0, &self.view.domain) {
                 Ok(s) => s,
                 Err(e) => {
                     return Verdict::Reject(Misbehaved::BadStatement {
