@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use conclave_attestation::Envelope;
 use conclave_attestation::{
     AcceptedEvidence, BindingContext, EnclaveAddress, Endorsements, Evidence, JobId, Policy,
     UnixTime, appraise,
@@ -13,7 +14,8 @@ use conclave_attestation::{
 use conclave_protocol::channel::PeerEvidence;
 use conclave_protocol::gossip::{self, Kind, Message};
 use conclave_protocol::receipt::RoundReceipt;
-use conclave_protocol::{Hash32, Signed, Statement, StatementError, UpdatePayload};
+use conclave_protocol::statement::UpdateHeader;
+use conclave_protocol::{Hash32, Signed, Statement, StatementError, StatementKind, UpdatePayload};
 use libp2p::{Multiaddr, PeerId};
 
 /// Rounds ahead of the current one whose updates are kept (a faster peer may be one ahead).
@@ -59,6 +61,26 @@ impl Peer {
         domain: &str,
     ) -> Result<Signed<T>, StatementError> {
         Signed::verify_from(bytes, domain, &self.accepted, &self.ctx, self.address)
+    }
+
+    /// Verifies an update envelope (already decoded) from this peer's enclave and returns its
+    /// header, without copying the payload.
+    pub fn verify_update(
+        &self,
+        env: &Envelope,
+        domain: &str,
+    ) -> Result<UpdateHeader, StatementError> {
+        let kind = StatementKind::Update;
+        env.verify_as(domain, kind.tag(), &self.accepted, &self.ctx)
+            .map_err(|source| StatementError::Envelope { kind, source })?;
+        if env.signer != self.address {
+            return Err(StatementError::OtherSigner {
+                kind,
+                expected: self.address,
+                got: env.signer,
+            });
+        }
+        Ok(UpdatePayload::split(&env.payload)?.0)
     }
 }
 
@@ -343,7 +365,9 @@ impl State {
         let Some(peer) = self.peers.get(&op) else {
             return Verdict::Reject(UnattestedSigner(env.signer));
         };
-        let signed = match peer.verify::<UpdatePayload>(&u.envelope.0, &self.view.domain) {
+        // The envelope decoded above is verified in place: an update is up to 16 MiB, and
+        // gossip validation is the hot path, so no copy of it is made here.
+        let header = match peer.verify_update(&env, &self.view.domain) {
             Ok(s) => s,
             Err(e) => {
                 return Verdict::Reject(BadStatement {
@@ -353,7 +377,7 @@ impl State {
                 });
             }
         };
-        let round = signed.statement.round;
+        let round = header.round;
         if round != u.round {
             return Verdict::Reject(RoundMismatch {
                 operator: op,
@@ -392,7 +416,7 @@ impl State {
                 let prev_payload = Signed::<UpdatePayload>::decode_envelope(prev)
                     .map(|e| e.payload)
                     .unwrap_or_default();
-                if Hash32::sha256(&prev_payload) == Hash32::sha256(signed.payload()) {
+                if Hash32::sha256(&prev_payload) == Hash32::sha256(&env.payload) {
                     return Verdict::Ignore(Ignored::DuplicateUpdate);
                 }
                 // Equivocation: two different signed updates for one round. Both are kept by
