@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(snp_report tdx_quote envelope evidence sparse_update toploc_proof round_receipt gossip_message channel_frame guest_image update_payload)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(snp_report tdx_quote envelope evidence sparse_update toploc_proof round_receipt gossip_message channel_frame guest_image update_payload canonical)
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: no nightly toolchain here; skipping (install one with 'rustup toolchain install nightly')"
   exit 0
@@ -17,6 +17,10 @@ seed() { # target -> seed corpus folder
   case $1 in
     snp_report) cp "$vectors"/snp/go-sev-guest-debug/attestation.bin "$vectors"/snp/dstack-milan-v3/sev_snp_report_extracted.bin "$dir"/ 2>/dev/null || true ;;
     tdx_quote) cp "$vectors"/tdx/dcap-qvl/tdx_quote "$vectors"/tdx/dcap-qvl/tdx_quote_outdated "$dir"/ 2>/dev/null || true ;;
+    canonical) # a kind byte (0 TDX, 1 SNP) before the real evidence
+      for f in "$vectors"/tdx/dcap-qvl/tdx_quote; do [ -f "$f" ] && { printf '\x00'; cat "$f"; } > "$dir/tdx-$(basename "$f")"; done
+      for f in "$vectors"/snp/go-sev-guest-debug/attestation.bin; do [ -f "$f" ] && { printf '\x01'; cat "$f"; } > "$dir/snp-$(basename "$f")"; done
+      true ;;
   esac
   echo "$dir"
 }

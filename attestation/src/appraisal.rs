@@ -5,7 +5,7 @@
 use serde::Serialize;
 use x509_cert::Certificate;
 
-use crate::evidence::Evidence;
+use crate::evidence::{Evidence, hash_of};
 use crate::policy::Policy;
 use crate::reason::{Reason, TcbField};
 use crate::snp::report::{Generation, SigningKey, SnpReport, TcbVersion};
@@ -101,7 +101,8 @@ pub struct Appraisal {
     pub verdict: Verdict,
     /// The TEE the evidence is from (`sim` is always labelled).
     pub tee: Tee,
-    /// SHA-256 of the report or quote.
+    /// The evidence's identity: SHA-256 of the canonical encoding of the report or quote
+    /// ([`Evidence::hash`]).
     pub evidence_hash: EvidenceHash,
     /// What the evidence states.
     pub claims: Claims,
@@ -124,7 +125,7 @@ impl AcceptedEvidence {
     pub fn tee(&self) -> Tee {
         self.tee
     }
-    /// SHA-256 of the report or quote.
+    /// The evidence's identity ([`Evidence::hash`]).
     pub fn evidence_hash(&self) -> EvidenceHash {
         self.evidence_hash
     }
@@ -219,6 +220,15 @@ pub fn appraise(
             }
         }
     };
+    // One piece of evidence, one encoding: what cannot be made canonical is refused (its
+    // reasons come first), and the hash is taken over the canonical form.
+    let evidence_hash = match evidence.canonical_primary() {
+        Ok(canonical) => hash_of(&canonical),
+        Err(refused) => {
+            reasons.splice(0..0, refused);
+            hash_of(&evidence.primary)
+        }
+    };
     common_policy(&claims, policy, &mut reasons);
     Ok(Appraisal {
         verdict: if reasons.is_empty() {
@@ -227,7 +237,7 @@ pub fn appraise(
             Verdict::Rejected
         },
         tee: evidence.tee,
-        evidence_hash: evidence.hash(),
+        evidence_hash,
         claims,
         reasons,
     })

@@ -14,9 +14,15 @@
 //! bytes   len |
 //! ```
 //! Nothing may follow. Sim evidence only exists inside a bundle, so it is always labelled.
+//!
+//! The bundle is framing, not identity: [`Evidence::hash`] is taken over the canonical form of
+//! the report or quote alone (see [`crate::canonical`]), so a bare report, the same report in a
+//! bundle, with or without certificates, PEM or DER, all have one hash.
 
 use sha2::{Digest, Sha256};
 
+use crate::canonical;
+use crate::reason::Reason;
 use crate::snp::certs::MAX_CERTS;
 use crate::snp::report::REPORT_LEN;
 use crate::types::{EvidenceHash, Tee};
@@ -87,7 +93,8 @@ pub enum EvidenceError {
 pub struct Evidence {
     /// Which TEE it claims to be from.
     pub tee: Tee,
-    /// The report (SNP, sim) or quote (TDX), exactly as produced.
+    /// The report (SNP, sim) or quote (TDX), exactly as produced (or received: see
+    /// [`Evidence::canonical`] for the one encoding its hash is taken over).
     pub primary: Vec<u8>,
     /// DER certificates that came with it (VCEK, ASK, ARK; for sim its whole chain).
     pub certs: Vec<Vec<u8>>,
@@ -247,10 +254,55 @@ impl Evidence {
         out
     }
 
-    /// SHA-256 of the primary bytes: what a signed envelope names as its signer's evidence.
-    pub fn hash(&self) -> EvidenceHash {
-        EvidenceHash(Sha256::digest(&self.primary).into())
+    /// The canonical encoding of the report or quote ([`crate::canonical`]): the bytes with
+    /// every degree of freedom that genuine evidence has (ECDSA high-s, zero padding after a TDX
+    /// quote, the PCK chain's PEM text) fixed to one choice. It is itself a valid report or
+    /// quote that verifies exactly as the original does. `Err` names every reason the encoding
+    /// cannot be made canonical (the appraisal rejects such evidence with these reasons).
+    pub fn canonical_primary(&self) -> Result<Vec<u8>, Vec<Reason>> {
+        match self.tee {
+            Tee::Snp | Tee::Sim => {
+                let raw: &[u8; REPORT_LEN] = self.primary.as_slice().try_into().map_err(|_| {
+                    vec![Reason::EncodingNotCanonical {
+                        detail: format!(
+                            "an SEV-SNP report is {REPORT_LEN} bytes, got {}",
+                            self.primary.len()
+                        ),
+                    }]
+                })?;
+                canonical::snp_report(raw, self.tee == Tee::Sim).map(|r| r.to_vec())
+            }
+            Tee::Tdx => canonical::tdx_quote(&self.primary),
+        }
     }
+
+    /// The same evidence with its primary bytes in canonical form (certificates and collateral
+    /// unchanged). `canonical()?.hash() == self.hash()`, and `canonical()?.primary` hashes to it
+    /// with a plain SHA-256.
+    pub fn canonical(&self) -> Result<Evidence, Vec<Reason>> {
+        Ok(Evidence {
+            tee: self.tee,
+            primary: self.canonical_primary()?,
+            certs: self.certs.clone(),
+            collateral: self.collateral.clone(),
+        })
+    }
+
+    /// The evidence's identity: SHA-256 of the canonical encoding of the report or quote
+    /// ([`Evidence::canonical_primary`]), so every encoding of one piece of evidence that
+    /// appraisal can accept has this one hash. What a signed envelope names as its signer's
+    /// evidence, what peers register and the chain records.
+    ///
+    /// Evidence with no canonical form (which appraisal always rejects) hashes its raw bytes;
+    /// that hash can equal no canonical one, canonical forms being canonical themselves.
+    pub fn hash(&self) -> EvidenceHash {
+        hash_of(self.canonical_primary().as_deref().unwrap_or(&self.primary))
+    }
+}
+
+/// SHA-256 of `bytes`, as an [`EvidenceHash`].
+pub(crate) fn hash_of(bytes: &[u8]) -> EvidenceHash {
+    EvidenceHash(Sha256::digest(bytes).into())
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! binding); getting evidence inside a guest ([`attester`]); and the signed [`Envelope`] that
 //! binds a payload to an attested enclave key.
 //!
+//! A piece of evidence is identified by [`Evidence::hash`], taken over its one canonical
+//! encoding ([`canonical`]): re-encoding evidence never gives it a second identity, and what
+//! cannot be canonicalised is refused by name.
+//!
 //! This crate does no clock or network reads: callers pass the evidence bytes, certificates,
 //! collateral, policy and `now`. Start reading at [`appraise`], then [`Envelope::verify`].
 //!
@@ -23,6 +27,7 @@
 pub mod appraisal;
 pub mod attester;
 pub mod binding;
+pub mod canonical;
 pub mod eip712;
 pub mod envelope;
 pub mod evidence;

@@ -139,6 +139,50 @@ pub enum Reason {
     #[error("no TDX collateral was given (pass QuoteCollateralV3 JSON with --collateral)")]
     CollateralMissing,
 
+    // ---- encoding: one piece of evidence has one encoding (see `crate::canonical`) ----
+    /// A reserved field of the SEV-SNP report (or of its signature) is not zero.
+    #[error("SEV-SNP report bytes {field} are reserved and must be zero; byte {offset:#x} is not")]
+    ReservedNotZero {
+        /// Which reserved range (offsets and the field it follows).
+        field: String,
+        /// Offset of its first nonzero byte.
+        offset: u32,
+    },
+    /// The upper bytes of a zero-padded signature component are not zero.
+    #[error("{component} has nonzero padding: only its low 48 bytes may be set")]
+    SignaturePaddingNotZero {
+        /// Which component.
+        component: String,
+    },
+    /// An ECDSA signature whose `s` is in the upper half, where only low-s is canonical
+    /// (sim evidence; hardware signatures are normalised instead).
+    #[error("the {signature} signature is not in low-s form (s > n/2)")]
+    SignatureNotLowS {
+        /// Which signature.
+        signature: String,
+    },
+    /// Bytes after the end of a structure that declares its own length (only zero padding
+    /// after a TDX quote is tolerated, and dropped from the canonical form).
+    #[error("{extra} unexpected bytes after {after}")]
+    TrailingBytes {
+        /// What they follow.
+        after: String,
+        /// How many.
+        extra: usize,
+    },
+    /// The TDX certification data is not an Intel PCK chain in canonical form.
+    #[error("TDX certification data is not canonical: {detail}")]
+    CertificationDataNotCanonical {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The evidence's structure has no canonical encoding.
+    #[error("evidence encoding is not canonical: {detail}")]
+    EncodingNotCanonical {
+        /// What is wrong.
+        detail: String,
+    },
+
     // ---- policy ----
     /// Sim evidence under a policy that does not allow it.
     #[error("evidence is from the sim backend (no hardware); the policy does not allow sim")]

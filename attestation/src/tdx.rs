@@ -164,6 +164,17 @@ impl<'a> TdxQuote<'a> {
             reasons.push(Reason::CollateralMissing);
             return;
         };
+        // The PCK chain verified is always the quote's own (the one its canonical form and so
+        // its hash cover), never a chain substituted by the collateral.
+        let own_chain;
+        let collateral = if collateral.pck_certificate_chain.is_some() {
+            let mut c = collateral.clone();
+            c.pck_certificate_chain = None;
+            own_chain = c;
+            &own_chain
+        } else {
+            collateral
+        };
         let verifier = QuoteVerifier::new_prod()
             .with_config::<RustCryptoConfig>()
             .allow_debug(true)

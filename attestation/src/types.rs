@@ -99,7 +99,8 @@ hex_bytes!(
     32
 );
 hex_bytes!(
-    /// SHA-256 of a piece of evidence (the raw report or quote bytes).
+    /// SHA-256 of a piece of evidence: of the canonical encoding of its report or quote
+    /// (see `Evidence::hash`).
     EvidenceHash,
     32
 );

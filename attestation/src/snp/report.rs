@@ -517,10 +517,12 @@ impl ReportBuilder {
         self
     }
 
-    /// Signs bytes 0x000..0x2A0 with `key` and writes R and S little-endian.
+    /// Signs bytes 0x000..0x2A0 with `key` and writes R and S little-endian, S in low-s form
+    /// (the one canonical form: sim evidence with a high S is refused).
     pub fn sign(mut self, key: &p384::ecdsa::SigningKey) -> [u8; REPORT_LEN] {
         use p384::ecdsa::signature::Signer;
         let sig: p384::ecdsa::Signature = key.sign(&self.raw[..SIGNED_LEN]);
+        let sig = sig.normalize_s().unwrap_or(sig);
         let (r, s) = sig.split_bytes();
         for i in 0..48 {
             self.raw[0x2A0 + i] = r[47 - i];
