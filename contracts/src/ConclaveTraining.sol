@@ -12,19 +12,22 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {IConclaveTraining} from "./IConclaveTraining.sol";
 import {IEvidenceVerifier} from "./IEvidenceVerifier.sol";
 
-/// @title Conclave training jobs: escrow, attested enclave keys, signed checkpoints, payment and
-/// slashing.
+/// @title Conclave training jobs: escrow, attested enclave keys, quorum-certified checkpoints,
+/// payment and slashing.
 /// @notice A customer escrows payment for a job (native token or one ERC-20). Operators join with
 /// a stake in the same token and register the Ethereum address of the secp256k1 key their enclave
 /// made, with the hash of the attestation evidence that binds it and the measurement it claims
-/// (which must be on the job's allowlist). The evidence itself is appraised off chain by peers
-/// and customers, or by an optional per-job `IEvidenceVerifier`. Enclaves sign checkpoint
-/// statements (EIP-712); anyone may relay them. The first valid statement for a checkpoint round
-/// fixes the round's model hash; every operator whose enclave signs the same model hash for that
-/// round is credited with it. At the end the escrow is split among non-slashed operators by their
-/// credits. An enclave key that signs two different statements for one round has equivocated:
-/// anyone can prove it and the operator's stake is slashed, part to the reporter, the rest to
-/// the customer. Every payout is pulled by its recipient; nothing is sent in a loop.
+/// (which must be on the job's allowlist). The evidence is appraised by the job's appointed
+/// verifiers, off chain: a key is registered only with EIP-712 approvals from `verifierThreshold`
+/// distinct verifiers, and, when the job names one, an `IEvidenceVerifier` checks it on chain
+/// too. Rounds are certified, not claimed: a round certificate carries the statement (model hash,
+/// receipt hash, the set of enclave keys whose updates the round aggregated) signed by a quorum
+/// of the job's active enclaves, no earlier than the job's minimum time per round; anyone may
+/// relay it. Each member of a certified round's update set whose operator is active is credited
+/// with the round. At the end the escrow is split among non-slashed operators by their credits.
+/// An enclave key that signs two different statements for one round has equivocated: anyone can
+/// prove it and the operator's stake is slashed, part to the reporter, the rest to the customer.
+/// Every payout is pulled by its recipient; nothing is sent in a loop.
 /// @dev Types, events and errors are in IConclaveTraining. The state machine, the EIP-712 types
 /// and the payment arithmetic are in contracts/README.md.
 contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
@@ -34,21 +37,30 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
     // Constants and configuration
     // ----------------------------------------------------------------------------------------
 
-    /// @notice EIP-712 type of the statement an enclave signs for a checkpoint.
-    bytes32 public constant CHECKPOINT_TYPEHASH =
-        keccak256("Checkpoint(uint256 jobId,uint64 round,bytes32 modelHash,bytes32 receiptHash)");
+    /// @notice EIP-712 type of the statement an enclave signs for a checkpoint round. `updateSet`
+    /// is `keccak256(abi.encodePacked(members))` over the strictly ascending enclave keys whose
+    /// updates the round aggregated (each address as a 32-byte word).
+    bytes32 public constant CHECKPOINT_TYPEHASH = keccak256(
+        "Checkpoint(uint256 jobId,bytes32 specHash,bytes32 datasetRoot,uint64 round,bytes32 modelHash,bytes32 receiptHash,bytes32 updateSet)"
+    );
     /// @notice EIP-712 type of the statement an enclave signs to be registered by an operator
     /// (proof that the operator holds the enclave's consent, so no one else can claim its key).
     bytes32 public constant REGISTRATION_TYPEHASH = keccak256(
-        "EnclaveRegistration(uint256 jobId,address operator,bytes32 evidenceHash,bytes32 measurement)"
+        "EnclaveRegistration(uint256 jobId,bytes32 specHash,bytes32 datasetRoot,address operator,bytes32 evidenceHash,bytes32 measurement)"
+    );
+    /// @notice EIP-712 type of a verifier's approval of an enclave's evidence for an operator.
+    bytes32 public constant APPROVAL_TYPEHASH = keccak256(
+        "EnclaveApproval(uint256 jobId,address operator,address enclaveKey,bytes32 evidenceHash,bytes32 measurement)"
     );
     uint256 public constant MAX_MEASUREMENTS = 64;
+    uint256 public constant MAX_VERIFIERS = 16;
+    uint256 public constant MAX_MEMBERS = 256;
     uint256 public constant BPS = 10_000;
 
     /// @notice Seconds between `requestLeave` and the stake becoming withdrawable.
     uint64 public immutable unbondingDelay;
-    /// @notice Seconds after the final checkpoint during which other operators' matching
-    /// statements for already accepted rounds are still credited; the job settles after it.
+    /// @notice Seconds after the final round is certified before the job settles (time to prove
+    /// an equivocation before anyone is paid).
     uint64 public immutable commitGrace;
     /// @notice Share of a slashed stake paid to the reporter, in basis points.
     uint256 public immutable reporterRewardBps;
@@ -60,14 +72,18 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
     mapping(uint256 jobId => mapping(address enclaveKey => address operator)) private _keyOperator;
     mapping(uint256 jobId => mapping(bytes32 measurement => bool)) private _allowed;
     mapping(uint256 jobId => bytes32[]) private _measurements;
+    mapping(uint256 jobId => address[]) private _verifiers;
+    /// @dev 1 << (the verifier's index in the job's list); 0: not a verifier of the job.
+    mapping(uint256 jobId => mapping(address verifier => uint256 bit)) private _verifierBit;
     mapping(uint256 jobId => mapping(uint64 round => Checkpoint)) private _checkpoints;
+    mapping(uint256 jobId => uint64) private _certifiedRounds;
 
     // ----------------------------------------------------------------------------------------
     // Construction
     // ----------------------------------------------------------------------------------------
 
     /// @param unbondingDelay_ seconds from `requestLeave` to a withdrawable stake
-    /// @param commitGrace_ seconds after completion during which matching statements still count
+    /// @param commitGrace_ seconds from completion to settlement
     /// @param reporterRewardBps_ share of a slashed stake paid to whoever proves the equivocation
     constructor(uint64 unbondingDelay_, uint64 commitGrace_, uint256 reporterRewardBps_)
         EIP712("ConclaveTraining", "1")
@@ -93,8 +109,17 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
             revert InvalidRounds(p.totalRounds, p.checkpointInterval);
         }
         if (p.deadline <= block.timestamp) revert DeadlineNotInFuture(p.deadline);
+        if (p.quorumBps <= BPS / 2 || p.quorumBps > BPS) revert InvalidQuorum(p.quorumBps);
+        if (p.minRoundSeconds == 0) revert ZeroRoundTime();
+        {
+            uint256 earliestEnd = block.timestamp + uint256(p.totalRounds) * p.minRoundSeconds;
+            if (earliestEnd > p.deadline) revert DeadlineTooSoon(p.deadline, earliestEnd);
+        }
         uint256 n = p.measurements.length;
         if (n == 0 || n > MAX_MEASUREMENTS) revert MeasurementCount(n);
+        if (p.verifiers.length > MAX_VERIFIERS) revert VerifierCount(p.verifiers.length);
+        if (p.verifierThreshold > p.verifiers.length) revert BadThreshold(p.verifierThreshold, p.verifiers.length);
+        if (p.evidenceVerifier == address(0) && p.verifierThreshold == 0) revert NoEvidenceCheck();
         if (p.token != address(0) && p.token.code.length == 0) revert NotAToken(p.token);
         if (p.evidenceVerifier != address(0) && p.evidenceVerifier.code.length == 0) {
             revert NotAVerifier(p.evidenceVerifier);
@@ -108,11 +133,15 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
             _allowed[jobId][m] = true;
         }
         _measurements[jobId] = p.measurements;
+        _storeVerifiers(jobId, p.verifiers);
 
         Job storage job = _jobs[jobId];
         job.customer = msg.sender;
         job.status = JobStatus.Open;
         job.minOperators = p.minOperators;
+        job.quorumBps = p.quorumBps;
+        job.verifierThreshold = p.verifierThreshold;
+        job.minRoundSeconds = p.minRoundSeconds;
         job.token = p.token;
         job.deadline = p.deadline;
         job.totalRounds = p.totalRounds;
@@ -172,36 +201,28 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
     }
 
     /// @notice Registers the caller's enclave key for the job. `keySignature` is the enclave's
-    /// EIP-712 signature over `EnclaveRegistration(jobId, msg.sender, evidenceHash, measurement)`.
-    /// `evidence` goes to the job's evidence verifier if it has one and is ignored otherwise.
+    /// EIP-712 signature over `EnclaveRegistration(jobId, specHash, datasetRoot, msg.sender,
+    /// evidenceHash, measurement)` (the job's spec hash and dataset root). `approvals` are EIP-712
+    /// signatures over `EnclaveApproval(jobId, msg.sender, enclaveKey, evidenceHash, measurement)`
+    /// by at least `verifierThreshold` distinct verifiers of the job, each given once. `evidence`
+    /// goes to the job's evidence verifier if it has one and is ignored otherwise.
     function registerEnclave(
         uint256 jobId,
         address enclaveKey,
         bytes32 evidenceHash,
         bytes32 measurement,
         bytes calldata keySignature,
-        bytes calldata evidence
+        bytes calldata evidence,
+        bytes[] calldata approvals
     ) external {
         Job storage job = _job(jobId);
         _requireJoinable(jobId, job);
-        Operator storage op = _operators[jobId][msg.sender];
-        if (op.status != OperatorStatus.Joined) revert WrongOperatorStatus(msg.sender, op.status);
-        if (op.enclaveKey != address(0)) revert KeyAlreadyRegistered(msg.sender, op.enclaveKey);
-        if (enclaveKey == address(0)) revert ZeroEnclaveKey();
-        if (_keyOperator[jobId][enclaveKey] != address(0)) revert KeyInUse(enclaveKey);
-        if (evidenceHash == 0) revert ZeroHash();
-        if (!_allowed[jobId][measurement]) revert MeasurementNotAllowed(measurement);
-        if (_recover(registrationDigest(jobId, msg.sender, evidenceHash, measurement), keySignature) != enclaveKey) {
-            revert InvalidSignature();
-        }
+        _checkConsent(jobId, enclaveKey, evidenceHash, measurement, keySignature);
+        _checkApprovals(jobId, job, enclaveKey, evidenceHash, measurement, approvals);
         address verifier = job.evidenceVerifier;
-        if (verifier != address(0)) {
-            bytes4 magic = IEvidenceVerifier(verifier).verifyEvidence(
-                jobId, msg.sender, enclaveKey, evidenceHash, measurement, evidence
-            );
-            if (magic != IEvidenceVerifier.verifyEvidence.selector) revert EvidenceRejected(verifier);
-        }
+        if (verifier != address(0)) _checkEvidence(jobId, verifier, enclaveKey, evidenceHash, measurement, evidence);
 
+        Operator storage op = _operators[jobId][msg.sender];
         op.enclaveKey = enclaveKey;
         op.evidenceHash = evidenceHash;
         op.measurement = measurement;
@@ -223,7 +244,7 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
         emit JobStarted(jobId, job.activeOperators);
     }
 
-    /// @notice Starts unbonding: the caller stops taking part (no more checkpoints) and can
+    /// @notice Starts unbonding: the caller stops taking part (no more credits) and can
     /// withdraw its stake `unbondingDelay` seconds later unless slashed meanwhile.
     function requestLeave(uint256 jobId) external {
         Job storage job = _job(jobId);
@@ -278,18 +299,20 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
     // Checkpoints and slashing (anyone may relay enclave signatures)
     // ----------------------------------------------------------------------------------------
 
-    /// @notice Records an enclave-signed checkpoint statement. The signer must be the registered
-    /// key of an active operator; the operator's rounds must go forward. The first valid statement
-    /// for a round is accepted (it fixes the round's model hash and must be past the job's latest
-    /// accepted round); later statements for the round count for their operators when they name
-    /// the same model hash. A second, different statement from the same key for the operator's
-    /// last round is equivocation: the operator is slashed on the spot (reward to the caller).
-    function submitCheckpoint(
+    /// @notice Records a round certificate: the statement `Checkpoint(jobId, specHash,
+    /// datasetRoot, round, modelHash, receiptHash, updateSetHash(members))` signed by the enclave
+    /// keys of at least `quorumNeeded(jobId)` active operators, signatures sorted by strictly
+    /// ascending signer. The round must be a checkpoint round past the job's latest certified one
+    /// and no earlier than `startedAt + round · minRoundSeconds`. Every member (an enclave key
+    /// whose update the round aggregated) registered to an active operator is credited with the
+    /// round; other members get nothing. Certifying the final round completes the job.
+    function submitCertificate(
         uint256 jobId,
         uint64 round,
         bytes32 modelHash,
         bytes32 receiptHash,
-        bytes calldata signature
+        address[] calldata members,
+        bytes[] calldata signatures
     ) external nonReentrant {
         Job storage job = _job(jobId);
         if (!_commitsOpen(job)) revert CommitsClosed(jobId);
@@ -297,45 +320,35 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
         if (round == 0 || round > job.totalRounds || round % job.checkpointInterval != 0) {
             revert NotACheckpointRound(round);
         }
-        bytes32 statement = _checkpointStructHash(jobId, round, modelHash, receiptHash);
-        address key = _recover(_hashTypedDataV4(statement), signature);
-        address operator = _keyOperator[jobId][key];
-        if (operator == address(0)) revert UnknownEnclaveKey(key);
-        Operator storage op = _operators[jobId][operator];
-
-        if (round <= op.lastRound) {
-            if (round < op.lastRound) revert RoundNotAfter(round, op.lastRound);
-            if (statement == op.lastStatement) revert AlreadySubmitted(round);
-            if (op.status != OperatorStatus.Joined && op.status != OperatorStatus.Leaving) {
-                revert WrongOperatorStatus(operator, op.status);
-            }
-            emit Equivocation(jobId, round, operator, key, op.lastStatement, statement);
-            _slash(jobId, job, op, operator);
-            return;
+        if (round <= job.latestRound) revert RoundBehind(round, job.latestRound);
+        {
+            uint256 notBefore = uint256(job.startedAt) + uint256(round) * job.minRoundSeconds;
+            if (block.timestamp < notBefore) revert TooEarly(round, notBefore);
         }
-        if (op.status != OperatorStatus.Joined) revert WrongOperatorStatus(operator, op.status);
+        bytes32 updateSet = _updateSetHash(members);
+        uint32 signers = _countSigners(
+            jobId,
+            _hashTypedDataV4(_checkpointStructHash(jobId, job, round, modelHash, receiptHash, updateSet)),
+            signatures
+        );
+        {
+            uint256 needed = _quorumNeeded(job);
+            if (signers < needed) revert NoQuorum(signers, needed);
+        }
 
+        job.latestRound = round;
+        _certifiedRounds[jobId] += 1;
+        uint32 credited = _credit(jobId, job, round, members);
         Checkpoint storage cp = _checkpoints[jobId][round];
-        bool accepted = cp.modelHash == 0;
-        if (accepted) {
-            if (round <= job.latestRound) revert RoundBehind(round, job.latestRound);
-            cp.modelHash = modelHash;
-            cp.receiptHash = receiptHash;
-            cp.operator = operator;
-            cp.acceptedAt = uint64(block.timestamp);
-            job.latestRound = round;
-            job.acceptedCheckpoints += 1;
-        } else if (cp.modelHash != modelHash) {
-            revert ModelMismatch(round, cp.modelHash);
-        }
-        op.lastRound = round;
-        op.lastStatement = statement;
-        op.credits += 1;
-        job.creditedRounds += 1;
-        job.unpaidCredits += 1;
-        emit CheckpointSubmitted(jobId, round, operator, key, modelHash, receiptHash, accepted);
+        cp.modelHash = modelHash;
+        cp.receiptHash = receiptHash;
+        cp.updateSet = updateSet;
+        cp.certifiedAt = uint64(block.timestamp);
+        cp.signers = signers;
+        cp.credited = credited;
+        emit CheckpointCertified(jobId, round, modelHash, receiptHash, updateSet, members, signers, credited);
 
-        if (accepted && round == job.totalRounds) {
+        if (round == job.totalRounds) {
             job.status = JobStatus.Completed;
             job.completedAt = uint64(block.timestamp);
             emit JobCompleted(jobId, round, modelHash);
@@ -350,9 +363,11 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
         nonReentrant
     {
         Job storage job = _job(jobId);
-        if (a.modelHash == b.modelHash && a.receiptHash == b.receiptHash) revert NotConflicting();
-        bytes32 statementA = _checkpointStructHash(jobId, round, a.modelHash, a.receiptHash);
-        bytes32 statementB = _checkpointStructHash(jobId, round, b.modelHash, b.receiptHash);
+        if (a.modelHash == b.modelHash && a.receiptHash == b.receiptHash && a.updateSet == b.updateSet) {
+            revert NotConflicting();
+        }
+        bytes32 statementA = _checkpointStructHash(jobId, job, round, a.modelHash, a.receiptHash, a.updateSet);
+        bytes32 statementB = _checkpointStructHash(jobId, job, round, b.modelHash, b.receiptHash, b.updateSet);
         address key = _recover(_hashTypedDataV4(statementA), a.signature);
         {
             address keyB = _recover(_hashTypedDataV4(statementB), b.signature);
@@ -397,7 +412,24 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
         return _allowed[jobId][measurement];
     }
 
-    /// @notice Whether `submitCheckpoint` currently accepts statements for the job.
+    /// @notice The job's appointed evidence verifiers.
+    function verifiers(uint256 jobId) external view returns (address[] memory) {
+        return _verifiers[jobId];
+    }
+
+    /// @notice Enclave signatures a round certificate needs now: max(1, ceil(activeOperators ·
+    /// quorumBps / 10 000)).
+    /// @notice Rounds certified so far (checkpoint rounds with a certificate).
+    function certifiedRounds(uint256 jobId) external view returns (uint64) {
+        return _certifiedRounds[jobId];
+    }
+
+    function quorumNeeded(uint256 jobId) external view returns (uint256) {
+        return _quorumNeeded(_jobs[jobId]);
+    }
+
+    /// @notice Whether `submitCertificate` currently accepts certificates for the job (Running,
+    /// before the deadline).
     function commitsOpen(uint256 jobId) external view returns (bool) {
         return _commitsOpen(_jobs[jobId]);
     }
@@ -421,24 +453,51 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
         return job.slashedStakeOwed + _refundableEscrow(job);
     }
 
-    /// @notice The EIP-712 digest an enclave signs for a checkpoint statement.
-    function checkpointDigest(uint256 jobId, uint64 round, bytes32 modelHash, bytes32 receiptHash)
-        public
+    /// @notice The EIP-712 digest an enclave signs for a checkpoint statement (the job's spec
+    /// hash and dataset root are read from storage).
+    function checkpointDigest(uint256 jobId, uint64 round, bytes32 modelHash, bytes32 receiptHash, bytes32 updateSet)
+        external
         view
         returns (bytes32)
     {
-        return _hashTypedDataV4(_checkpointStructHash(jobId, round, modelHash, receiptHash));
+        return _hashTypedDataV4(_checkpointStructHash(jobId, _jobs[jobId], round, modelHash, receiptHash, updateSet));
     }
 
-    /// @notice The EIP-712 digest an enclave signs to let `operator` register its key.
+    /// @notice The EIP-712 digest an enclave signs to let `operator` register its key for the job
+    /// (the job's spec hash and dataset root are read from storage).
     function registrationDigest(uint256 jobId, address operator, bytes32 evidenceHash, bytes32 measurement)
         public
         view
         returns (bytes32)
     {
+        Job storage job = _jobs[jobId];
         return _hashTypedDataV4(
-            keccak256(abi.encode(REGISTRATION_TYPEHASH, jobId, operator, evidenceHash, measurement))
+            keccak256(
+                abi.encode(
+                    REGISTRATION_TYPEHASH, jobId, job.specHash, job.datasetRoot, operator, evidenceHash, measurement
+                )
+            )
         );
+    }
+
+    /// @notice The EIP-712 digest a verifier signs to approve `enclaveKey`'s evidence for
+    /// `operator` in the job.
+    function approvalDigest(
+        uint256 jobId,
+        address operator,
+        address enclaveKey,
+        bytes32 evidenceHash,
+        bytes32 measurement
+    ) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(APPROVAL_TYPEHASH, jobId, operator, enclaveKey, evidenceHash, measurement))
+        );
+    }
+
+    /// @notice `keccak256(abi.encodePacked(members))`: each address as a 32-byte word. The
+    /// contract takes only strictly ascending, non-empty lists of at most MAX_MEMBERS keys.
+    function updateSetHash(address[] calldata members) external pure returns (bytes32) {
+        return keccak256(abi.encodePacked(members));
     }
 
     function domainSeparator() external view returns (bytes32) {
@@ -462,9 +521,132 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
     }
 
     function _commitsOpen(Job storage job) private view returns (bool) {
-        if (job.status == JobStatus.Running) return block.timestamp < job.deadline;
-        if (job.status == JobStatus.Completed) return block.timestamp < uint256(job.completedAt) + commitGrace;
-        return false;
+        return job.status == JobStatus.Running && block.timestamp < job.deadline;
+    }
+
+    function _quorumNeeded(Job storage job) private view returns (uint256) {
+        uint256 needed = Math.mulDiv(job.activeOperators, job.quorumBps, BPS, Math.Rounding.Ceil);
+        return needed == 0 ? 1 : needed;
+    }
+
+    function _storeVerifiers(uint256 jobId, address[] calldata list) private {
+        uint256 n = list.length;
+        for (uint256 i; i < n; ++i) {
+            address v = list[i];
+            if (v == address(0)) revert ZeroVerifier();
+            if (_verifierBit[jobId][v] != 0) revert DuplicateVerifier(v);
+            // forge-lint: disable-next-line(incorrect-shift)
+            _verifierBit[jobId][v] = 1 << i; // i < MAX_VERIFIERS
+        }
+        _verifiers[jobId] = list;
+    }
+
+    /// @dev The caller is Joined without a key; the key is new to the job, the evidence hash set,
+    /// the measurement allowed, and the key signed its consent to be registered by the caller.
+    function _checkConsent(
+        uint256 jobId,
+        address enclaveKey,
+        bytes32 evidenceHash,
+        bytes32 measurement,
+        bytes calldata keySignature
+    ) private view {
+        Operator storage op = _operators[jobId][msg.sender];
+        if (op.status != OperatorStatus.Joined) revert WrongOperatorStatus(msg.sender, op.status);
+        if (op.enclaveKey != address(0)) revert KeyAlreadyRegistered(msg.sender, op.enclaveKey);
+        if (enclaveKey == address(0)) revert ZeroEnclaveKey();
+        if (_keyOperator[jobId][enclaveKey] != address(0)) revert KeyInUse(enclaveKey);
+        if (evidenceHash == 0) revert ZeroHash();
+        if (!_allowed[jobId][measurement]) revert MeasurementNotAllowed(measurement);
+        if (_recover(registrationDigest(jobId, msg.sender, evidenceHash, measurement), keySignature) != enclaveKey) {
+            revert InvalidSignature();
+        }
+    }
+
+    /// @dev At least `verifierThreshold` distinct verifiers of the job approved the key; an
+    /// approval by anyone else, or a second one by the same verifier, reverts.
+    function _checkApprovals(
+        uint256 jobId,
+        Job storage job,
+        address enclaveKey,
+        bytes32 evidenceHash,
+        bytes32 measurement,
+        bytes[] calldata approvals
+    ) private view {
+        bytes32 digest = approvalDigest(jobId, msg.sender, enclaveKey, evidenceHash, measurement);
+        uint256 seen;
+        uint256 n = approvals.length;
+        for (uint256 i; i < n; ++i) {
+            address signer = _recover(digest, approvals[i]);
+            uint256 bit = _verifierBit[jobId][signer];
+            if (bit == 0) revert UnknownApprover(signer);
+            if (seen & bit != 0) revert DuplicateApproval(signer);
+            seen |= bit;
+        }
+        if (n < job.verifierThreshold) revert NotEnoughApprovals(n, job.verifierThreshold);
+    }
+
+    function _checkEvidence(
+        uint256 jobId,
+        address verifier,
+        address enclaveKey,
+        bytes32 evidenceHash,
+        bytes32 measurement,
+        bytes calldata evidence
+    ) private view {
+        bytes4 magic = IEvidenceVerifier(verifier)
+            .verifyEvidence(jobId, msg.sender, enclaveKey, evidenceHash, measurement, evidence);
+        if (magic != IEvidenceVerifier.verifyEvidence.selector) revert EvidenceRejected(verifier);
+    }
+
+    /// @dev The update-set hash of a non-empty, strictly ascending list of at most MAX_MEMBERS keys.
+    function _updateSetHash(address[] calldata members) private pure returns (bytes32) {
+        uint256 n = members.length;
+        if (n == 0 || n > MAX_MEMBERS) revert BadUpdateSet();
+        for (uint256 i = 1; i < n; ++i) {
+            if (members[i] <= members[i - 1]) revert BadUpdateSet();
+        }
+        return keccak256(abi.encodePacked(members));
+    }
+
+    /// @dev Each signature must recover to an enclave key registered in the job to an active
+    /// (Joined) operator, signers strictly ascending (so each counts once).
+    function _countSigners(uint256 jobId, bytes32 digest, bytes[] calldata signatures) private view returns (uint32) {
+        uint256 n = signatures.length;
+        address previous;
+        for (uint256 i; i < n; ++i) {
+            address key = _recover(digest, signatures[i]);
+            address operator = _keyOperator[jobId][key];
+            if (operator == address(0)) revert UnknownEnclaveKey(key);
+            OperatorStatus status = _operators[jobId][operator].status;
+            if (status != OperatorStatus.Joined) revert WrongOperatorStatus(operator, status);
+            if (key <= previous) revert SignersNotSorted();
+            previous = key;
+        }
+        // n ≤ activeOperators (distinct active keys), which is a uint32.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint32(n);
+    }
+
+    /// @dev One credit for the round to the operator of each member key that is registered in the
+    /// job and active; returns how many were credited.
+    function _credit(uint256 jobId, Job storage job, uint64 round, address[] calldata members)
+        private
+        returns (uint32 credited)
+    {
+        uint256 n = members.length;
+        for (uint256 i; i < n; ++i) {
+            address key = members[i];
+            address operator = _keyOperator[jobId][key];
+            if (operator == address(0)) continue;
+            Operator storage op = _operators[jobId][operator];
+            if (op.status != OperatorStatus.Joined) continue;
+            op.credits += 1;
+            op.lastRound = round;
+            credited += 1;
+            emit OperatorCredited(jobId, round, operator, key);
+        }
+        job.creditedRounds += credited;
+        job.unpaidCredits += credited;
     }
 
     function _isSettled(Job storage job) private view returns (bool) {
@@ -512,12 +694,19 @@ contract ConclaveTraining is IConclaveTraining, EIP712, ReentrancyGuard {
         _send(job.token, msg.sender, reward);
     }
 
-    function _checkpointStructHash(uint256 jobId, uint64 round, bytes32 modelHash, bytes32 receiptHash)
-        private
-        pure
-        returns (bytes32)
-    {
-        return keccak256(abi.encode(CHECKPOINT_TYPEHASH, jobId, round, modelHash, receiptHash));
+    function _checkpointStructHash(
+        uint256 jobId,
+        Job storage job,
+        uint64 round,
+        bytes32 modelHash,
+        bytes32 receiptHash,
+        bytes32 updateSet
+    ) private view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                CHECKPOINT_TYPEHASH, jobId, job.specHash, job.datasetRoot, round, modelHash, receiptHash, updateSet
+            )
+        );
     }
 
     /// @dev 65-byte r‖s‖v signatures with low s only (OpenZeppelin's ECDSA); any failure is

@@ -12,8 +12,8 @@ interface IConclaveTraining {
     enum JobStatus {
         None,
         Open, // created; operators join and register; the customer may cancel
-        Running, // started; checkpoints are accepted until the deadline
-        Completed, // the final round's checkpoint is accepted
+        Running, // started; round certificates are accepted until the deadline
+        Completed, // the final round is certified
         Cancelled // cancelled before start; the escrow went back to the customer
     }
 
@@ -37,7 +37,11 @@ interface IConclaveTraining {
         uint64 totalRounds; // rounds 1..totalRounds; the last one completes the job
         uint64 checkpointInterval; // checkpoints at rounds that are multiples of this
         uint64 deadline; // unix time: joining and starting stop, a running job expires
-        address evidenceVerifier; // optional on-chain evidence check; address(0): off chain only
+        address evidenceVerifier; // optional IEvidenceVerifier hook; address(0): none
+        address[] verifiers; // appointed evidence verifiers (≤ MAX_VERIFIERS, distinct, non-zero)
+        uint32 verifierThreshold; // distinct verifier approvals a key needs (≤ verifiers.length)
+        uint16 quorumBps; // share of active operators' enclave signatures a round certificate needs
+        uint64 minRoundSeconds; // round r is certified no earlier than startedAt + r · minRoundSeconds
     }
 
     struct Job {
@@ -45,17 +49,19 @@ interface IConclaveTraining {
         JobStatus status;
         uint32 minOperators;
         uint32 activeOperators; // joined, key registered, not leaving or slashed
+        uint16 quorumBps; // certificate quorum, basis points of activeOperators
         address token;
+        uint32 verifierThreshold; // distinct verifier approvals needed to register a key
         uint64 deadline;
         uint64 totalRounds;
         uint64 checkpointInterval;
-        uint64 latestRound; // highest round with an accepted checkpoint (0: none)
-        uint64 acceptedCheckpoints; // rounds with an accepted checkpoint
+        uint64 latestRound; // highest certified round (0: none)
         uint64 startedAt;
         uint64 completedAt;
         uint64 creditedRounds; // credits of operators not slashed before settlement (C)
         uint64 unpaidCredits; // credits neither paid nor forfeited by slashing (U)
         address evidenceVerifier;
+        uint64 minRoundSeconds; // round r is certified no earlier than startedAt + r · minRoundSeconds
         uint256 escrow; // deposited by the customer
         uint256 stake; // per operator
         uint256 paidOut; // escrow paid to operators
@@ -68,29 +74,31 @@ interface IConclaveTraining {
     struct Operator {
         OperatorStatus status;
         bool paid; // payment settled (possibly zero)
-        uint64 lastRound; // last round this operator's enclave committed (0: none)
-        uint64 credits; // checkpoint rounds credited
+        uint64 lastRound; // last certified round this operator was credited for (0: none)
+        uint64 credits; // certified rounds whose update set named its enclave key
         uint64 unbondsAt; // when Leaving: the stake can be withdrawn from then on
         address enclaveKey; // address(0) until registered
         uint256 stake; // held by the contract
         bytes32 measurement;
         bytes32 evidenceHash;
-        bytes32 lastStatement; // EIP-712 struct hash of the last committed checkpoint
     }
 
     /// @notice One enclave-signed checkpoint statement, as `slash` takes it.
     struct SignedCheckpoint {
         bytes32 modelHash;
         bytes32 receiptHash;
-        bytes signature; // 65 bytes r ‖ s ‖ v over checkpointDigest(jobId, round, modelHash, receiptHash)
+        bytes32 updateSet; // updateSetHash(members)
+        bytes signature; // 65 bytes r ‖ s ‖ v over checkpointDigest(jobId, round, modelHash, receiptHash, updateSet)
     }
 
-    /// @notice The accepted checkpoint of a round: the first valid statement submitted for it.
+    /// @notice A certified round: the statement a quorum of active enclaves signed.
     struct Checkpoint {
         bytes32 modelHash;
         bytes32 receiptHash;
-        address operator;
-        uint64 acceptedAt;
+        bytes32 updateSet; // keccak256(abi.encodePacked(members)), members the aggregated enclave keys
+        uint64 certifiedAt;
+        uint32 signers; // enclave signatures the certificate carried
+        uint32 credited; // members credited (registered to an active operator)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -109,16 +117,21 @@ interface IConclaveTraining {
         bytes32 evidenceHash,
         bytes32 measurement
     );
-    /// @param accepted true for the round's first valid statement (it fixes the model hash)
-    event CheckpointSubmitted(
+    /// @param members the enclave keys whose updates the round aggregated (strictly ascending)
+    /// @param signers enclave signatures on the certificate
+    /// @param credited members credited (registered to an active operator)
+    event CheckpointCertified(
         uint256 indexed jobId,
         uint64 indexed round,
-        address indexed operator,
-        address enclaveKey,
         bytes32 modelHash,
         bytes32 receiptHash,
-        bool accepted
+        bytes32 updateSet,
+        address[] members,
+        uint32 signers,
+        uint32 credited
     );
+    /// @notice One credit for the round, to the operator of a member key.
+    event OperatorCredited(uint256 indexed jobId, uint64 indexed round, address indexed operator, address enclaveKey);
     /// @param statementA,statementB EIP-712 struct hashes of the two conflicting statements
     event Equivocation(
         uint256 indexed jobId,
@@ -168,10 +181,22 @@ interface IConclaveTraining {
     error CommitsClosed(uint256 jobId);
     error NotACheckpointRound(uint64 round);
     error UnknownEnclaveKey(address enclaveKey);
-    error AlreadySubmitted(uint64 round);
-    error RoundNotAfter(uint64 round, uint64 lastRound);
     error RoundBehind(uint64 round, uint64 latestRound);
-    error ModelMismatch(uint64 round, bytes32 acceptedModelHash);
+    error VerifierCount(uint256 count);
+    error DuplicateVerifier(address verifier);
+    error ZeroVerifier();
+    error BadThreshold(uint32 threshold, uint256 verifiers);
+    error NoEvidenceCheck();
+    error InvalidQuorum(uint16 quorumBps);
+    error ZeroRoundTime();
+    error DeadlineTooSoon(uint64 deadline, uint256 earliestEnd);
+    error UnknownApprover(address signer);
+    error DuplicateApproval(address verifier);
+    error NotEnoughApprovals(uint256 got, uint256 needed);
+    error TooEarly(uint64 round, uint256 notBefore);
+    error BadUpdateSet();
+    error SignersNotSorted();
+    error NoQuorum(uint256 signers, uint256 needed);
     error NotConflicting();
     error DifferentSigners(address signerA, address signerB);
     error StillUnbonding(uint64 unbondsAt);
@@ -193,17 +218,19 @@ interface IConclaveTraining {
         bytes32 evidenceHash,
         bytes32 measurement,
         bytes calldata keySignature,
-        bytes calldata evidence
+        bytes calldata evidence,
+        bytes[] calldata approvals
     ) external;
     function startJob(uint256 jobId) external;
     function requestLeave(uint256 jobId) external;
     function withdraw(uint256 jobId) external;
-    function submitCheckpoint(
+    function submitCertificate(
         uint256 jobId,
         uint64 round,
         bytes32 modelHash,
         bytes32 receiptHash,
-        bytes calldata signature
+        address[] calldata members,
+        bytes[] calldata signatures
     ) external;
     function slash(uint256 jobId, uint64 round, SignedCheckpoint calldata a, SignedCheckpoint calldata b) external;
 
@@ -212,12 +239,16 @@ interface IConclaveTraining {
     function getCheckpoint(uint256 jobId, uint64 round) external view returns (Checkpoint memory);
     function operatorOfKey(uint256 jobId, address enclaveKey) external view returns (address);
     function measurements(uint256 jobId) external view returns (bytes32[] memory);
+    function verifiers(uint256 jobId) external view returns (address[] memory);
+    function quorumNeeded(uint256 jobId) external view returns (uint256);
+    /// @notice Rounds certified so far (checkpoint rounds with a certificate).
+    function certifiedRounds(uint256 jobId) external view returns (uint64);
     function isMeasurementAllowed(uint256 jobId, bytes32 measurement) external view returns (bool);
     function commitsOpen(uint256 jobId) external view returns (bool);
     function isSettled(uint256 jobId) external view returns (bool);
     function paymentOf(uint256 jobId, address operator) external view returns (uint256);
     function refundable(uint256 jobId) external view returns (uint256);
-    function checkpointDigest(uint256 jobId, uint64 round, bytes32 modelHash, bytes32 receiptHash)
+    function checkpointDigest(uint256 jobId, uint64 round, bytes32 modelHash, bytes32 receiptHash, bytes32 updateSet)
         external
         view
         returns (bytes32);
@@ -225,6 +256,14 @@ interface IConclaveTraining {
         external
         view
         returns (bytes32);
+    function approvalDigest(
+        uint256 jobId,
+        address operator,
+        address enclaveKey,
+        bytes32 evidenceHash,
+        bytes32 measurement
+    ) external view returns (bytes32);
+    function updateSetHash(address[] calldata members) external pure returns (bytes32);
     function domainSeparator() external view returns (bytes32);
     function nextJobId() external view returns (uint256);
     function unbondingDelay() external view returns (uint64);

@@ -2,10 +2,13 @@
 pragma solidity ^0.8.24;
 
 /// @title On-chain attestation check for enclave registration (optional, per job).
-/// @notice Today evidence (SEV-SNP reports, TDX quotes) is verified off chain by peers and
-/// customers, and a job's verifier is the zero address. A job may name a contract that verifies
-/// the evidence on chain (a DCAP quote verifier, for example); `registerEnclave` then passes it
-/// the evidence bytes and refuses the key unless it answers with its own selector.
+/// @notice Evidence (SEV-SNP reports, TDX quotes) is appraised by the job's appointed verifiers
+/// (the customer or a committee), off chain; the contract verifies their EIP-712 approvals
+/// (`EnclaveApproval`, at least `verifierThreshold` distinct verifiers) before it registers a key.
+/// A job may in addition name a contract that verifies the evidence itself on chain (a DCAP quote
+/// verifier, for example); `registerEnclave` then also passes it the evidence bytes and refuses
+/// the key unless it answers with its own selector. A job must have at least one of the two
+/// checks (a verifier threshold of at least 1, or this hook).
 interface IEvidenceVerifier {
     /// @param jobId The job the key is registered for (its report data binds the job id).
     /// @param operator The operator registering the key.

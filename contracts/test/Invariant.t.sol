@@ -28,20 +28,21 @@ contract InvariantTest is TestBase {
             ops[i] = handler.ops(i);
         }
 
-        bytes4[] memory selectors = new bytes4[](13);
+        bytes4[] memory selectors = new bytes4[](14);
         selectors[0] = TrainingHandler.createJob.selector;
         selectors[1] = TrainingHandler.cancelJob.selector;
         selectors[2] = TrainingHandler.refund.selector;
         selectors[3] = TrainingHandler.startJob.selector;
         selectors[4] = TrainingHandler.join.selector;
         selectors[5] = TrainingHandler.register.selector;
-        selectors[6] = TrainingHandler.submit.selector;
-        selectors[7] = TrainingHandler.submit.selector; // honest commits twice as often
-        selectors[8] = TrainingHandler.equivocate.selector;
-        selectors[9] = TrainingHandler.requestLeave.selector;
-        selectors[10] = TrainingHandler.withdraw.selector;
-        selectors[11] = TrainingHandler.warp.selector;
-        selectors[12] = TrainingHandler.exit.selector;
+        selectors[6] = TrainingHandler.certify.selector;
+        selectors[7] = TrainingHandler.certify.selector; // certificates twice as often
+        selectors[8] = TrainingHandler.rush.selector;
+        selectors[9] = TrainingHandler.equivocate.selector;
+        selectors[10] = TrainingHandler.requestLeave.selector;
+        selectors[11] = TrainingHandler.withdraw.selector;
+        selectors[12] = TrainingHandler.warp.selector;
+        selectors[13] = TrainingHandler.exit.selector;
         targetContract(address(handler));
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
     }
@@ -149,6 +150,37 @@ contract InvariantTest is TestBase {
                 uint256 refundableEscrow = training.refundable(jobId) - job.slashedStakeOwed;
                 assertLe(due + refundableEscrow, job.escrow - job.paidOut - job.refunded, "claims covered");
             }
+        }
+    }
+
+    /// Nobody is credited, so nobody is paid, for a round they are not in: each operator's credits
+    /// are exactly the certificates that landed with its key in the update set while it was
+    /// active (the handler's count from its own member lists), the certified rounds' credited
+    /// counts add up to all credits, and every certified round carries a quorum of signatures.
+    function invariant_creditsOnlyForMembership() public view {
+        for (uint256 j; j < handler.jobCount(); ++j) {
+            uint256 jobId = handler.jobIds(j);
+            IConclaveTraining.Job memory job = training.getJob(jobId);
+            uint256 credits;
+            for (uint256 i; i < N_OPS; ++i) {
+                uint256 c = training.getOperator(jobId, ops[i]).credits;
+                assertEq(c, handler.expectedCredits(jobId, i), "credits = rounds whose update set named it");
+                credits += c;
+            }
+            uint256 rounds;
+            uint256 credited;
+            for (uint64 r = 1; r <= job.totalRounds; ++r) {
+                IConclaveTraining.Checkpoint memory cp = training.getCheckpoint(jobId, r);
+                if (cp.modelHash == 0) continue;
+                rounds++;
+                credited += cp.credited;
+                assertGt(cp.signers, 0, "a certified round has signers");
+                assertLe(r, job.latestRound, "no certified round past the latest");
+            }
+            assertEq(rounds, training.certifiedRounds(jobId), "certified rounds");
+            assertEq(rounds, handler.certified(jobId), "certified rounds as the handler saw them land");
+            assertEq(credited, credits, "the rounds' credited counts add up to all credits");
+            assertEq(credited, handler.creditsGiven(jobId), "credits as the handler counted them");
         }
     }
 }

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {ConclaveTraining} from "../src/ConclaveTraining.sol";
 import {IConclaveTraining} from "../src/IConclaveTraining.sol";
 import {FeeOnTransferToken} from "./mocks/MockERC20.sol";
+import {MockEvidenceVerifier} from "./mocks/MockEvidenceVerifier.sol";
 import {Fixture} from "./utils/Fixture.sol";
 
 /// @notice The customer's side: constructor, createJob, cancelJob, startJob, refund.
@@ -53,6 +54,14 @@ contract JobsTest is Fixture {
         assertEq(job.checkpointInterval, 2, "interval");
         assertEq(job.deadline, p.deadline, "deadline");
         assertEq(job.evidenceVerifier, address(0), "verifier");
+        assertEq(job.quorumBps, QUORUM_BPS, "quorum");
+        assertEq(job.verifierThreshold, THRESHOLD, "threshold");
+        assertEq(job.minRoundSeconds, ROUND_TIME, "round time");
+        address[] memory vs = training.verifiers(jobId);
+        assertEq(vs.length, N_VERIFIERS, "verifier count");
+        for (uint256 i; i < N_VERIFIERS; ++i) {
+            assertEq(vs[i], verifierAddrs[i], "verifier");
+        }
         bytes32[] memory ms = training.measurements(jobId);
         assertEq(ms.length, 2, "measurement count");
         assertEq(ms[0], M_SNP, "measurement 0");
@@ -176,6 +185,114 @@ contract JobsTest is Fixture {
         _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.DuplicateMeasurement.selector, M_SNP));
     }
 
+    function test_createJob_revertsOnQuorumOfHalf() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.quorumBps = 5_000;
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.InvalidQuorum.selector, 5_000));
+    }
+
+    function test_createJob_revertsOnQuorumAboveAll() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.quorumBps = 10_001;
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.InvalidQuorum.selector, 10_001));
+    }
+
+    function test_createJob_acceptsQuorumJustOverHalfAndAll() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.quorumBps = 5_001;
+        assertEq(training.getJob(_create(p)).quorumBps, 5_001, "just over half");
+        p.quorumBps = 10_000;
+        assertEq(training.getJob(_create(p)).quorumBps, 10_000, "all");
+    }
+
+    function test_createJob_revertsOnZeroRoundTime() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.minRoundSeconds = 0;
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.ZeroRoundTime.selector));
+    }
+
+    function test_createJob_revertsWhenTheRoundsCannotFitBeforeTheDeadline() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.deadline = uint64(block.timestamp + 6 * ROUND_TIME - 1);
+        _expectCreateRevert(
+            p,
+            abi.encodeWithSelector(
+                IConclaveTraining.DeadlineTooSoon.selector, p.deadline, block.timestamp + 6 * ROUND_TIME
+            )
+        );
+        p.deadline += 1; // exactly enough time
+        _create(p);
+    }
+
+    function test_createJob_revertsOnAHugeRoundTime() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.minRoundSeconds = type(uint64).max;
+        p.deadline = type(uint64).max;
+        _expectCreateRevert(
+            p,
+            abi.encodeWithSelector(
+                IConclaveTraining.DeadlineTooSoon.selector, p.deadline, block.timestamp + 6 * uint256(type(uint64).max)
+            )
+        );
+    }
+
+    function test_createJob_revertsWithTooManyVerifiers() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifiers = new address[](17);
+        for (uint256 i; i < 17; ++i) {
+            p.verifiers[i] = address(uint160(i + 1));
+        }
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.VerifierCount.selector, 17));
+    }
+
+    function test_createJob_acceptsTheMaximumVerifiers() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifiers = new address[](16);
+        for (uint256 i; i < 16; ++i) {
+            p.verifiers[i] = address(uint160(i + 1));
+        }
+        p.verifierThreshold = 16;
+        uint256 jobId = _create(p);
+        assertEq(training.verifiers(jobId).length, 16, "verifiers");
+        assertEq(training.getJob(jobId).verifierThreshold, 16, "threshold");
+    }
+
+    function test_createJob_revertsOnThresholdAboveTheVerifiers() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifierThreshold = 4;
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.BadThreshold.selector, 4, 3));
+    }
+
+    function test_createJob_revertsWithoutAnyEvidenceCheck() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifierThreshold = 0;
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.NoEvidenceCheck.selector));
+        p.verifiers = new address[](0);
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.NoEvidenceCheck.selector));
+    }
+
+    function test_createJob_acceptsAnOnChainVerifierWithoutVerifierApprovals() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifierThreshold = 0;
+        p.verifiers = new address[](0);
+        p.evidenceVerifier = address(new MockEvidenceVerifier());
+        uint256 jobId = _create(p);
+        assertEq(training.getJob(jobId).evidenceVerifier, p.evidenceVerifier, "verifier");
+        assertEq(training.verifiers(jobId).length, 0, "no verifiers");
+    }
+
+    function test_createJob_revertsOnZeroVerifier() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifiers[2] = address(0);
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.ZeroVerifier.selector));
+    }
+
+    function test_createJob_revertsOnDuplicateVerifier() public {
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.verifiers[2] = p.verifiers[0];
+        _expectCreateRevert(p, abi.encodeWithSelector(IConclaveTraining.DuplicateVerifier.selector, p.verifiers[0]));
+    }
+
     function test_createJob_revertsWhenTokenHasNoCode() public {
         IConclaveTraining.JobParams memory p = _params(stranger);
         vm.prank(customer);
@@ -266,7 +383,9 @@ contract JobsTest is Fixture {
         uint256 jobId = _running(NATIVE, 2);
         vm.prank(customer);
         vm.expectRevert(
-            abi.encodeWithSelector(IConclaveTraining.WrongJobStatus.selector, jobId, IConclaveTraining.JobStatus.Running)
+            abi.encodeWithSelector(
+                IConclaveTraining.WrongJobStatus.selector, jobId, IConclaveTraining.JobStatus.Running
+            )
         );
         training.cancelJob(jobId);
     }
@@ -308,7 +427,9 @@ contract JobsTest is Fixture {
     function test_startJob_revertsWhenAlreadyRunning() public {
         uint256 jobId = _running(NATIVE, 2);
         vm.expectRevert(
-            abi.encodeWithSelector(IConclaveTraining.WrongJobStatus.selector, jobId, IConclaveTraining.JobStatus.Running)
+            abi.encodeWithSelector(
+                IConclaveTraining.WrongJobStatus.selector, jobId, IConclaveTraining.JobStatus.Running
+            )
         );
         training.startJob(jobId);
     }
@@ -353,7 +474,7 @@ contract JobsTest is Fixture {
 
     function test_refund_revertsBeforeSettlementWithNothingSlashed() public {
         uint256 jobId = _running(NATIVE, 2);
-        _submit(jobId, 0, 2);
+        _certifyAll(jobId, 2, 2);
         assertEq(training.refundable(jobId), 0, "refundable");
         vm.prank(customer);
         vm.expectRevert(IConclaveTraining.NothingToRefund.selector);
@@ -371,7 +492,7 @@ contract JobsTest is Fixture {
 
     function test_refund_expiredJobReturnsUnearnedEscrow() public {
         uint256 jobId = _running(NATIVE, 2);
-        _submit(jobId, 0, 2); // the model got through round 2 of 6
+        _certifyAll(jobId, 2, 2); // the model got through round 2 of 6
         vm.warp(training.getJob(jobId).deadline);
         assertTrue(training.isSettled(jobId), "settled by the deadline");
         assertFalse(training.commitsOpen(jobId), "commits closed");
@@ -397,10 +518,7 @@ contract JobsTest is Fixture {
 
     function test_refund_paysSlashedStakeBeforeSettlement() public {
         uint256 jobId = _running(NATIVE, 2);
-        IConclaveTraining.SignedCheckpoint memory a = _signed(jobId, 1, 4, "a", "r");
-        IConclaveTraining.SignedCheckpoint memory b = _signed(jobId, 1, 4, "b", "r");
-        vm.prank(reporter);
-        training.slash(jobId, 4, a, b);
+        _equivocate(jobId, 1, 4);
         uint256 toCustomer = STAKE - STAKE * REWARD_BPS / 10_000;
         assertEq(training.refundable(jobId), toCustomer, "refundable");
         vm.expectEmit(true, true, true, true, address(training));

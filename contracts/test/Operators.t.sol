@@ -62,7 +62,7 @@ contract OperatorsTest is Fixture {
 
     function test_join_revertsOnCompletedJob() public {
         uint256 jobId = _running(NATIVE, 2);
-        _submit(jobId, 0, 6);
+        _certifyAll(jobId, 6, 2);
         vm.deal(ops[2], STAKE);
         vm.prank(ops[2]);
         vm.expectRevert(
@@ -116,10 +116,11 @@ contract OperatorsTest is Fixture {
         _join(jobId, 0);
         bytes memory sig = _registrationSig(jobId, 0, M_TDX);
         bytes32 evidenceHash = _evidenceHash(0);
+        bytes[] memory approvals = _approvals(jobId, ops[0], enclaves[0], evidenceHash, M_TDX);
         vm.expectEmit(true, true, true, true, address(training));
         emit IConclaveTraining.EnclaveRegistered(jobId, ops[0], enclaves[0], evidenceHash, M_TDX);
         vm.prank(ops[0]);
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_TDX, sig, "");
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_TDX, sig, "", approvals);
         IConclaveTraining.Operator memory op = training.getOperator(jobId, ops[0]);
         assertEq(op.enclaveKey, enclaves[0], "key");
         assertEq(op.evidenceHash, evidenceHash, "evidence");
@@ -138,7 +139,7 @@ contract OperatorsTest is Fixture {
     function test_registerEnclave_revertsOnUnknownJob() public {
         vm.prank(ops[0]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.UnknownJob.selector, 5));
-        training.registerEnclave(5, enclaves[0], bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(5, enclaves[0], bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsOnCancelledJob() public {
@@ -153,7 +154,7 @@ contract OperatorsTest is Fixture {
                 IConclaveTraining.WrongJobStatus.selector, jobId, IConclaveTraining.JobStatus.Cancelled
             )
         );
-        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, sig, "");
+        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, sig, "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsAfterDeadline() public {
@@ -163,7 +164,7 @@ contract OperatorsTest is Fixture {
         vm.warp(deadline);
         vm.prank(ops[0]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.DeadlinePassed.selector, deadline));
-        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsWhenNotJoined() public {
@@ -174,7 +175,7 @@ contract OperatorsTest is Fixture {
                 IConclaveTraining.WrongOperatorStatus.selector, ops[0], IConclaveTraining.OperatorStatus.None
             )
         );
-        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsWhenLeaving() public {
@@ -188,7 +189,7 @@ contract OperatorsTest is Fixture {
                 IConclaveTraining.WrongOperatorStatus.selector, ops[0], IConclaveTraining.OperatorStatus.Leaving
             )
         );
-        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsOnSecondKey() public {
@@ -196,7 +197,7 @@ contract OperatorsTest is Fixture {
         _joinAndRegister(jobId, 0);
         vm.prank(ops[0]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.KeyAlreadyRegistered.selector, ops[0], enclaves[0]));
-        training.registerEnclave(jobId, enclaves[1], bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(jobId, enclaves[1], bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsOnZeroKey() public {
@@ -204,7 +205,7 @@ contract OperatorsTest is Fixture {
         _join(jobId, 0);
         vm.prank(ops[0]);
         vm.expectRevert(IConclaveTraining.ZeroEnclaveKey.selector);
-        training.registerEnclave(jobId, address(0), bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(jobId, address(0), bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsWhenKeyBelongsToAnotherOperator() public {
@@ -213,7 +214,7 @@ contract OperatorsTest is Fixture {
         _join(jobId, 1);
         vm.prank(ops[1]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.KeyInUse.selector, enclaves[0]));
-        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "");
+        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsOnZeroEvidenceHash() public {
@@ -221,7 +222,7 @@ contract OperatorsTest is Fixture {
         _join(jobId, 0);
         vm.prank(ops[0]);
         vm.expectRevert(IConclaveTraining.ZeroHash.selector);
-        training.registerEnclave(jobId, enclaves[0], 0, M_SNP, "", "");
+        training.registerEnclave(jobId, enclaves[0], 0, M_SNP, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsOnMeasurementNotAllowed() public {
@@ -230,7 +231,7 @@ contract OperatorsTest is Fixture {
         bytes32 other = keccak256("debug image");
         vm.prank(ops[0]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.MeasurementNotAllowed.selector, other));
-        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), other, "", "");
+        training.registerEnclave(jobId, enclaves[0], bytes32(uint256(1)), other, "", "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsWhenAnotherKeySigned() public {
@@ -240,7 +241,7 @@ contract OperatorsTest is Fixture {
         bytes memory sig = sign(keys[1], training.registrationDigest(jobId, ops[0], evidenceHash, M_SNP));
         vm.prank(ops[0]);
         vm.expectRevert(IConclaveTraining.InvalidSignature.selector);
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "");
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsWhenSignatureNamesAnotherOperator() public {
@@ -252,7 +253,7 @@ contract OperatorsTest is Fixture {
         bytes32 evidenceHash = _evidenceHash(0);
         vm.prank(ops[1]);
         vm.expectRevert(IConclaveTraining.InvalidSignature.selector);
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "");
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", new bytes[](0));
     }
 
     function test_registerEnclave_revertsOnMalformedSignature() public {
@@ -266,15 +267,151 @@ contract OperatorsTest is Fixture {
         bytes32 evidenceHash = _evidenceHash(0);
         vm.prank(ops[0]);
         vm.expectRevert(IConclaveTraining.InvalidSignature.selector);
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, short, "");
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, short, "", new bytes[](0));
     }
 
+    // ---- verifier approvals ----
+
+    /// @dev Operator 0 registers its enclave with the approvals of the verifiers in `mask`;
+    /// `err`, when not empty, is the revert expected.
+    function _registerApprovedBy(uint256 jobId, uint256 mask, bytes memory err) internal {
+        bytes memory sig = _registrationSig(jobId, 0, M_SNP);
+        bytes32 evidenceHash = _evidenceHash(0);
+        bytes[] memory approvals = _approvalsBy(jobId, ops[0], enclaves[0], evidenceHash, M_SNP, mask);
+        vm.prank(ops[0]);
+        if (err.length > 0) vm.expectRevert(err);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", approvals);
+    }
+
+    function test_registerEnclave_anyThresholdOfTheVerifiersApproves() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        _registerApprovedBy(jobId, 5, ""); // verifiers 0 and 2
+        _join(jobId, 1);
+        bytes memory sig = _registrationSig(jobId, 1, M_SNP);
+        bytes32 evidenceHash = _evidenceHash(1);
+        bytes[] memory approvals = _approvalsBy(jobId, ops[1], enclaves[1], evidenceHash, M_SNP, 7); // all three
+        vm.prank(ops[1]);
+        training.registerEnclave(jobId, enclaves[1], evidenceHash, M_SNP, sig, "", approvals);
+        assertEq(training.getJob(jobId).activeOperators, 2, "both registered");
+    }
+
+    function test_registerEnclave_revertsWithoutApprovals() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        _registerApprovedBy(
+            jobId, 0, abi.encodeWithSelector(IConclaveTraining.NotEnoughApprovals.selector, 0, THRESHOLD)
+        );
+    }
+
+    function test_registerEnclave_revertsBelowTheThreshold() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        _registerApprovedBy(
+            jobId, 2, abi.encodeWithSelector(IConclaveTraining.NotEnoughApprovals.selector, 1, THRESHOLD)
+        );
+    }
+
+    function test_registerEnclave_revertsOnAnApprovalByANonVerifier() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        bytes memory sig = _registrationSig(jobId, 0, M_SNP);
+        bytes32 evidenceHash = _evidenceHash(0);
+        bytes[] memory approvals = _approvals(jobId, ops[0], enclaves[0], evidenceHash, M_SNP);
+        approvals[1] = sign(0xbeef, training.approvalDigest(jobId, ops[0], enclaves[0], evidenceHash, M_SNP));
+        vm.prank(ops[0]);
+        vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.UnknownApprover.selector, vm.addr(0xbeef)));
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", approvals);
+    }
+
+    function test_registerEnclave_revertsOnARepeatedApproval() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        bytes memory sig = _registrationSig(jobId, 0, M_SNP);
+        bytes32 evidenceHash = _evidenceHash(0);
+        bytes[] memory approvals = _approvalsBy(jobId, ops[0], enclaves[0], evidenceHash, M_SNP, 1);
+        bytes[] memory twice = new bytes[](2);
+        twice[0] = approvals[0];
+        twice[1] = approvals[0];
+        vm.prank(ops[0]);
+        vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.DuplicateApproval.selector, verifierAddrs[0]));
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", twice);
+    }
+
+    function test_registerEnclave_revertsOnAMalformedApproval() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        bytes memory sig = _registrationSig(jobId, 0, M_SNP);
+        bytes32 evidenceHash = _evidenceHash(0);
+        bytes[] memory approvals = new bytes[](1);
+        approvals[0] = hex"00";
+        vm.prank(ops[0]);
+        vm.expectRevert(IConclaveTraining.InvalidSignature.selector);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", approvals);
+    }
+
+    function test_registerEnclave_approvalsBindTheirFields() public {
+        uint256 jobId = _createDefault(NATIVE);
+        _join(jobId, 0);
+        _join(jobId, 1);
+        bytes memory sig = _registrationSig(jobId, 0, M_SNP);
+        bytes32 evidenceHash = _evidenceHash(0);
+        bytes[][5] memory wrong = [
+            _approvals(jobId, ops[1], enclaves[0], evidenceHash, M_SNP), // another operator
+            _approvals(jobId, ops[0], enclaves[1], evidenceHash, M_SNP), // another key
+            _approvals(jobId, ops[0], enclaves[0], _evidenceHash(1), M_SNP), // other evidence
+            _approvals(jobId, ops[0], enclaves[0], evidenceHash, M_TDX), // another measurement
+            _approvals(jobId + 1, ops[0], enclaves[0], evidenceHash, M_SNP) // another job
+        ];
+        for (uint256 k; k < 5; ++k) {
+            vm.prank(ops[0]);
+            vm.expectRevert(); // UnknownApprover(some address the digest recovers to)
+            training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "", wrong[k]);
+        }
+        bytes32 digest = training.approvalDigest(jobId, ops[0], enclaves[0], evidenceHash, M_SNP);
+        bytes32 otherDigest = training.approvalDigest(jobId, ops[0], enclaves[1], evidenceHash, M_SNP);
+        assertTrue(digest != otherDigest, "the key is in the digest");
+    }
+
+    function test_verifiers_areListedInOrder() public {
+        uint256 jobId = _createDefault(NATIVE);
+        address[] memory vs = training.verifiers(jobId);
+        assertEq(vs.length, 3, "count");
+        assertEq(vs[2], verifierAddrs[2], "last");
+    }
+
+    // ---- on-chain evidence verifier ----
+
+    /// @dev A job that checks evidence only through the on-chain hook (no verifier approvals).
     function _verifiedJob() internal returns (uint256 jobId, MockEvidenceVerifier verifier) {
         verifier = new MockEvidenceVerifier();
         IConclaveTraining.JobParams memory p = _params(NATIVE);
         p.evidenceVerifier = address(verifier);
+        p.verifiers = new address[](0);
+        p.verifierThreshold = 0;
         jobId = _create(p);
         _join(jobId, 0);
+    }
+
+    function test_registerEnclave_withVerifierAndApprovalsBothChecked() public {
+        MockEvidenceVerifier verifier = new MockEvidenceVerifier();
+        IConclaveTraining.JobParams memory p = _params(NATIVE);
+        p.evidenceVerifier = address(verifier);
+        uint256 jobId = _create(p);
+        _join(jobId, 0);
+        bytes memory evidence = "a quote";
+        bytes32 evidenceHash = sha256(evidence);
+        bytes memory sig = sign(keys[0], training.registrationDigest(jobId, ops[0], evidenceHash, M_SNP));
+        bytes[] memory approvals = _approvals(jobId, ops[0], enclaves[0], evidenceHash, M_SNP);
+        vm.prank(ops[0]);
+        vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.EvidenceRejected.selector, address(verifier)));
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, "not the quote", approvals);
+        vm.prank(ops[0]);
+        vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.NotEnoughApprovals.selector, 0, THRESHOLD));
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence, new bytes[](0));
+        vm.prank(ops[0]);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence, approvals);
+        assertEq(training.operatorOfKey(jobId, enclaves[0]), ops[0], "registered");
     }
 
     function test_registerEnclave_withVerifierAcceptingTheEvidence() public {
@@ -283,7 +420,7 @@ contract OperatorsTest is Fixture {
         bytes32 evidenceHash = sha256(evidence);
         bytes memory sig = sign(keys[0], training.registrationDigest(jobId, ops[0], evidenceHash, M_SNP));
         vm.prank(ops[0]);
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence, new bytes[](0));
         assertEq(training.operatorOfKey(jobId, enclaves[0]), ops[0], "registered");
     }
 
@@ -294,7 +431,7 @@ contract OperatorsTest is Fixture {
         bytes memory sig = sign(keys[0], training.registrationDigest(jobId, ops[0], evidenceHash, M_SNP));
         vm.prank(ops[0]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.EvidenceRejected.selector, address(verifier)));
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence, new bytes[](0));
     }
 
     function test_registerEnclave_revertsWhenVerifierAnswersWrongMagic() public {
@@ -304,7 +441,7 @@ contract OperatorsTest is Fixture {
         bytes memory sig = sign(keys[0], training.registrationDigest(jobId, ops[0], evidenceHash, M_SNP));
         vm.prank(ops[0]);
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.EvidenceRejected.selector, address(verifier)));
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence, new bytes[](0));
     }
 
     function test_registerEnclave_bubblesVerifierRevert() public {
@@ -314,7 +451,7 @@ contract OperatorsTest is Fixture {
         bytes memory sig = sign(keys[0], training.registrationDigest(jobId, ops[0], evidenceHash, M_SNP));
         vm.prank(ops[0]);
         vm.expectRevert(MockEvidenceVerifier.BadEvidence.selector);
-        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence);
+        training.registerEnclave(jobId, enclaves[0], evidenceHash, M_SNP, sig, evidence, new bytes[](0));
     }
 
     // ---- requestLeave ----
@@ -374,10 +511,7 @@ contract OperatorsTest is Fixture {
 
     function test_requestLeave_revertsWhenSlashed() public {
         uint256 jobId = _running(NATIVE, 2);
-        IConclaveTraining.SignedCheckpoint memory a = _signed(jobId, 0, 2, "a", "r");
-        IConclaveTraining.SignedCheckpoint memory b = _signed(jobId, 0, 2, "b", "r");
-        vm.prank(reporter);
-        training.slash(jobId, 2, a, b);
+        _equivocate(jobId, 0, 2);
         vm.prank(ops[0]);
         vm.expectRevert(
             abi.encodeWithSelector(
@@ -419,8 +553,7 @@ contract OperatorsTest is Fixture {
     function test_withdraw_stakeAndPaymentInOneCallAfterSettlement() public {
         uint256 jobId = _running(NATIVE, 2);
         for (uint64 r = 2; r <= 6; r += 2) {
-            _submit(jobId, 0, r);
-            _submit(jobId, 1, r);
+            _certifyAll(jobId, r, 2);
         }
         vm.warp(block.timestamp + GRACE);
         assertTrue(training.isSettled(jobId), "settled");
@@ -436,9 +569,8 @@ contract OperatorsTest is Fixture {
     }
 
     function test_withdraw_stakeFirstThenPaymentAfterSettlement() public {
-        uint256 jobId = _running(NATIVE, 2);
-        _submit(jobId, 0, 2);
-        _submit(jobId, 1, 2);
+        uint256 jobId = _running(NATIVE, 3);
+        _certifyAll(jobId, 2, 3);
         _leaveAndUnbond(jobId, 0);
         vm.prank(ops[0]);
         training.withdraw(jobId); // stake only: the job has not settled
@@ -447,13 +579,13 @@ contract OperatorsTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(IConclaveTraining.NotSettled.selector, jobId));
         training.withdraw(jobId);
 
-        _submit(jobId, 1, 4);
-        _submit(jobId, 1, 6); // completes
+        _certify(jobId, 4, 6, 2);
+        _certify(jobId, 6, 6, 2); // completes
         vm.warp(block.timestamp + GRACE);
-        // 3 checkpoints, credits: op0 1, op1 3 -> op0 gets 1/4 of the escrow.
+        // 3 rounds, credits: op0 1, op1 3, op2 1 -> op0 gets 1/5 of the escrow.
         vm.prank(ops[0]);
         training.withdraw(jobId);
-        assertEq(ops[0].balance, STAKE + ESCROW / 4, "stake and payment");
+        assertEq(ops[0].balance, STAKE + ESCROW / 5, "stake and payment");
         vm.prank(ops[0]);
         vm.expectRevert(IConclaveTraining.NothingToWithdraw.selector);
         training.withdraw(jobId);

@@ -11,9 +11,7 @@ contract PaymentsTest is Fixture {
     function _lifecycle(address token_) internal {
         uint256 jobId = _running(token_, 3);
         for (uint64 r = 2; r <= 6; r += 2) {
-            _submit(jobId, 0, r);
-            _submit(jobId, 1, r);
-            if (r != 4) _submit(jobId, 2, r);
+            _certify(jobId, r, 7, r == 4 ? 3 : 7); // round 4 aggregated operators 0 and 1 only
         }
         assertTrue(training.getJob(jobId).status == IConclaveTraining.JobStatus.Completed, "completed");
         vm.warp(block.timestamp + GRACE);
@@ -52,9 +50,7 @@ contract PaymentsTest is Fixture {
             _joinAndRegister(jobId, i);
         }
         training.startJob(jobId);
-        for (uint256 i; i < 3; ++i) {
-            _submit(jobId, i, 6);
-        }
+        _certifyAll(jobId, 6, 3);
         vm.warp(block.timestamp + GRACE);
         // Before anyone is paid, the reserve floor(100·3/3) holds everything back.
         assertEq(training.refundable(jobId), 0, "reserve covers every share");
@@ -72,15 +68,16 @@ contract PaymentsTest is Fixture {
 
     function test_payment_slashBeforeSettlementRedistributes() public {
         uint256 jobId = _running(NATIVE, 2);
-        _submit(jobId, 0, 2);
-        _submit(jobId, 1, 2);
-        _submit(jobId, 0, 6);
-        _submit(jobId, 1, 6);
-        // Operator 1 equivocates on round 6 during the grace.
-        bytes memory sig = _checkpointSig(jobId, 1, 6, _model(jobId, 6), "other receipt");
+        _certifyAll(jobId, 2, 2);
+        _certifyAll(jobId, 6, 2);
+        // Operator 1's enclave also signed another statement for round 6; it is proven during the
+        // grace.
         bytes32 model = _model(jobId, 6);
+        bytes32 updateSet = _updateSet(_keysOf(3));
+        IConclaveTraining.SignedCheckpoint memory a = _signed(jobId, 1, 6, model, _receipt(jobId, 6), updateSet);
+        IConclaveTraining.SignedCheckpoint memory b = _signed(jobId, 1, 6, model, "other receipt", updateSet);
         vm.prank(reporter);
-        training.submitCheckpoint(jobId, 6, model, "other receipt", sig);
+        training.slash(jobId, 6, a, b);
         vm.warp(block.timestamp + GRACE);
         // The job completed; operator 0 holds every remaining credit.
         uint256 earned = ESCROW;
@@ -98,11 +95,11 @@ contract PaymentsTest is Fixture {
 
     function test_payment_slashAfterSettlementForfeitsToTheCustomer() public {
         uint256 jobId = _running(address(token), 2);
-        _submit(jobId, 0, 6);
-        _submit(jobId, 1, 6);
+        _certifyAll(jobId, 6, 2);
         vm.warp(block.timestamp + GRACE);
         assertEq(training.paymentOf(jobId, ops[1]), ESCROW / 2, "due before slashing");
-        IConclaveTraining.SignedCheckpoint memory a = _signed(jobId, 1, 6, _model(jobId, 6), _receipt(1, 6));
+        IConclaveTraining.SignedCheckpoint memory a =
+            _signed(jobId, 1, 6, _model(jobId, 6), _receipt(jobId, 6), _updateSet(_keysOf(3)));
         IConclaveTraining.SignedCheckpoint memory b = _signed(jobId, 1, 6, "forged", "r");
         vm.prank(reporter);
         training.slash(jobId, 6, a, b);
@@ -121,9 +118,8 @@ contract PaymentsTest is Fixture {
 
     function test_payment_expiredJobPaysAcceptedCheckpointsOnly() public {
         uint256 jobId = _running(NATIVE, 2);
-        _submit(jobId, 0, 2);
-        _submit(jobId, 1, 2);
-        _submit(jobId, 0, 4);
+        _certifyAll(jobId, 2, 2);
+        _certify(jobId, 4, 3, 1); // both sign; only operator 0's update was aggregated
         vm.warp(training.getJob(jobId).deadline);
         // The model got through 4 of 6 rounds: 2/3 of the escrow, split 2:1 by credits.
         uint256 pool = ESCROW * 2 / 3;
@@ -142,16 +138,12 @@ contract PaymentsTest is Fixture {
 
     function test_payment_operatorThatLeftEarlyIsPaidForItsCredits() public {
         uint256 jobId = _running(NATIVE, 3);
-        for (uint256 i; i < 3; ++i) {
-            _submit(jobId, i, 2);
-        }
+        _certifyAll(jobId, 2, 3);
         _leaveAndUnbond(jobId, 2);
         vm.prank(ops[2]);
         training.withdraw(jobId); // stake now
-        _submit(jobId, 0, 4);
-        _submit(jobId, 1, 4);
-        _submit(jobId, 0, 6);
-        _submit(jobId, 1, 6);
+        _certifyAll(jobId, 4, 2);
+        _certifyAll(jobId, 6, 2);
         vm.warp(block.timestamp + GRACE);
         vm.prank(ops[2]);
         training.withdraw(jobId); // payment later: 1 of 7 credits

@@ -9,21 +9,26 @@ import {MockERC20} from "../mocks/MockERC20.sol";
 
 /// @notice Drives ConclaveTraining through random but meaningful steps for the invariant suite:
 /// a customer creating and cancelling jobs in the native token and an ERC-20, operators joining,
-/// registering, committing honest checkpoints, equivocating, leaving and withdrawing, a reporter
-/// slashing, the customer pulling refunds, and time passing. A step that does not apply is a
-/// no-op; a step that applies calls the contract without catching, except where whether it
-/// succeeds depends on state the handler does not model (registration, start, commits,
-/// withdrawals), so an unexpected revert fails the run (fail_on_revert).
+/// registering with verifier approvals, round certificates signed by random subsets of the active
+/// enclaves over random update sets (with a sybil key that no operator registered), a lone
+/// operator rushing the final round, equivocating, leaving and withdrawing, a reporter slashing,
+/// the customer pulling refunds, and time passing. A step that does not apply is a no-op; a step
+/// that applies calls the contract without catching, except where whether it succeeds depends on
+/// state the handler does not model (registration, start, withdrawals), so an unexpected revert
+/// fails the run (fail_on_revert). Certificates are modelled: one the handler expects to fail
+/// (no quorum, too early) must revert, one it expects to land is called without catching.
 ///
 /// The ghost variables record what actually moved, measured by balances, not by the contract's
-/// books. The handler also keeps its own model of every job's and operator's status, updated
-/// from its own successful calls; the suite checks it against the contract.
+/// books, and the credits each operator should have from the update sets of the certificates
+/// that landed. The handler also keeps its own model of every job's and operator's status,
+/// updated from its own successful calls; the suite checks it against the contract.
 contract TrainingHandler {
     Vm private constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
     address private constant NATIVE = address(0);
     uint256 public constant N_OPS = 4;
     uint256 public constant MAX_JOBS = 3;
     bytes32 private constant MEASUREMENT = keccak256("measurement");
+    uint256 private constant N_VERIFIERS = 2;
 
     struct JobModel {
         address token;
@@ -42,6 +47,10 @@ contract TrainingHandler {
     address[N_OPS] public ops;
     uint256[N_OPS] private keys;
     address[N_OPS] public enclaves;
+    uint256[N_VERIFIERS] private verifierKeys;
+    address[N_VERIFIERS] public verifierAddrs;
+    uint256 private immutable sybilKey;
+    address public immutable sybil; // an enclave key no operator registered
     uint256[] public jobIds;
     mapping(uint256 jobId => JobModel) public jobModel;
     mapping(uint256 jobId => mapping(uint256 op => IConclaveTraining.OperatorStatus)) public opModel;
@@ -56,6 +65,12 @@ contract TrainingHandler {
     mapping(address => uint256) public slashedStakeRefunded;
     // What each operator received as payment (not stake), per job.
     mapping(uint256 => mapping(address => uint256)) public paidTo;
+    // Credits each operator should have: one per landed certificate whose update set named its
+    // key while it was active (per job, per operator index).
+    mapping(uint256 => mapping(uint256 => uint256)) public expectedCredits;
+    // Landed certificates and the credits they gave, per job.
+    mapping(uint256 => uint256) public certified;
+    mapping(uint256 => uint256) public creditsGiven;
     // How often the interesting things happened (for tuning the handler).
     mapping(bytes32 => uint256) public calls;
 
@@ -69,6 +84,12 @@ contract TrainingHandler {
             keys[i] = uint256(keccak256(abi.encode("invariant enclave", i)));
             enclaves[i] = vm.addr(keys[i]);
         }
+        for (uint256 v; v < N_VERIFIERS; ++v) {
+            verifierKeys[v] = uint256(keccak256(abi.encode("invariant verifier", v)));
+            verifierAddrs[v] = vm.addr(verifierKeys[v]);
+        }
+        sybilKey = uint256(keccak256("invariant sybil"));
+        sybil = vm.addr(sybilKey);
     }
 
     function jobCount() external view returns (uint256) {
@@ -79,42 +100,56 @@ contract TrainingHandler {
 
     function createJob(uint256 seed, uint256 escrow, uint256 stake) external {
         if (jobIds.length >= MAX_JOBS) return;
-        address t = seed & 1 == 0 ? NATIVE : address(token);
-        escrow = _bound(escrow, 1, 1e24);
-        stake = _bound(stake, 1, 1e22);
-        uint64[3] memory roundsChoice = [uint64(1), 2, 4];
-        uint64 rounds = roundsChoice[(seed >> 1) % 3];
-        uint64 interval = rounds == 1 || (seed >> 3) & 1 == 0 ? 1 : 2;
-        bytes32[] memory ms = new bytes32[](1);
-        ms[0] = MEASUREMENT;
-        IConclaveTraining.JobParams memory p = IConclaveTraining.JobParams({
-            token: t,
-            escrow: escrow,
-            stake: stake,
-            specHash: keccak256(abi.encode("spec", seed)),
-            datasetRoot: keccak256("dataset"),
-            measurements: ms,
-            minOperators: uint32(1 + ((seed >> 4) % 3)),
-            totalRounds: rounds,
-            checkpointInterval: interval,
-            deadline: uint64(block.timestamp + 1 days + ((seed >> 8) % 20 days)),
-            evidenceVerifier: address(0)
-        });
-        _fund(t, customer, escrow);
+        IConclaveTraining.JobParams memory p = _jobParams(seed, _bound(escrow, 1, 1e24), _bound(stake, 1, 1e22));
+        address t = p.token;
+        _fund(t, customer, p.escrow);
         vm.prank(customer);
-        uint256 jobId = training.createJob{value: t == NATIVE ? escrow : 0}(p);
+        uint256 jobId = training.createJob{value: t == NATIVE ? p.escrow : 0}(p);
         jobIds.push(jobId);
         jobModel[jobId] = JobModel({
             token: t,
             status: IConclaveTraining.JobStatus.Open,
             minOperators: p.minOperators,
-            totalRounds: rounds,
-            interval: interval,
+            totalRounds: p.totalRounds,
+            interval: p.checkpointInterval,
             deadline: p.deadline,
-            stake: stake
+            stake: p.stake
         });
-        escrowDeposited[t] += escrow;
+        escrowDeposited[t] += p.escrow;
         calls["createJob"]++;
+    }
+
+    /// @dev Terms from the seed: token, 1, 2 or 4 rounds, interval 1 or 2, one to three operators
+    /// to start, one or two of the two verifiers, a quorum of just over half, two thirds or all,
+    /// an hour or six per round, a deadline a day to three weeks after the rounds could end.
+    function _jobParams(uint256 seed, uint256 escrow, uint256 stake)
+        private
+        view
+        returns (IConclaveTraining.JobParams memory p)
+    {
+        uint64[3] memory roundsChoice = [uint64(1), 2, 4];
+        uint64 rounds = roundsChoice[(seed >> 1) % 3];
+        bytes32[] memory ms = new bytes32[](1);
+        ms[0] = MEASUREMENT;
+        address[] memory vs = new address[](N_VERIFIERS);
+        vs[0] = verifierAddrs[0];
+        vs[1] = verifierAddrs[1];
+        uint16[3] memory quorumChoice = [uint16(5_001), 6_667, 10_000];
+        uint64 roundTime = (seed >> 13) & 1 == 0 ? 1 hours : 6 hours;
+        p.token = seed & 1 == 0 ? NATIVE : address(token);
+        p.escrow = escrow;
+        p.stake = stake;
+        p.specHash = keccak256(abi.encode("spec", seed));
+        p.datasetRoot = keccak256("dataset");
+        p.measurements = ms;
+        p.minOperators = uint32(1 + ((seed >> 4) % 3));
+        p.totalRounds = rounds;
+        p.checkpointInterval = rounds == 1 || (seed >> 3) & 1 == 0 ? 1 : 2;
+        p.deadline = uint64(block.timestamp + rounds * roundTime + 1 days + ((seed >> 8) % 20 days));
+        p.verifiers = vs;
+        p.verifierThreshold = uint32(1 + ((seed >> 6) & 1));
+        p.quorumBps = quorumChoice[(seed >> 11) % 3];
+        p.minRoundSeconds = roundTime;
     }
 
     function cancelJob(uint256 jobSeed) external {
@@ -189,45 +224,156 @@ contract TrainingHandler {
         if (register_) _register(jobId, i);
     }
 
-    /// Registration fails when the operator already has a key; that is not modelled.
+    /// Registration fails when the operator already has a key; that is not modelled. Both
+    /// verifiers approve (the threshold is one or two).
     function _register(uint256 jobId, uint256 i) private {
         bytes32 evidenceHash = keccak256(abi.encode("evidence", i));
         bytes memory sig = _sign(keys[i], training.registrationDigest(jobId, ops[i], evidenceHash, MEASUREMENT));
+        bytes32 approval = training.approvalDigest(jobId, ops[i], enclaves[i], evidenceHash, MEASUREMENT);
+        bytes[] memory approvals = new bytes[](N_VERIFIERS);
+        for (uint256 v; v < N_VERIFIERS; ++v) {
+            approvals[v] = _sign(verifierKeys[v], approval);
+        }
         vm.prank(ops[i]);
-        try training.registerEnclave(jobId, enclaves[i], evidenceHash, MEASUREMENT, sig, "") {
+        try training.registerEnclave(jobId, enclaves[i], evidenceHash, MEASUREMENT, sig, "", approvals) {
             calls["register"]++;
         } catch {}
     }
 
-    /// An honest commit: the model hash for round r is a function of (job, r), so every honest
-    /// enclave agrees with the accepted one. The round is the operator's next checkpoint round
-    /// or the one after it.
-    function submit(uint256 jobSeed, uint256 opSeed, uint256 roundSeed) external {
+    /// A round certificate for the job's next checkpoint round or the one after it, at the
+    /// round's earliest time. Usually every active enclave signs; one time in four a random
+    /// subset does, which may miss the quorum. The update set is a random subset of the four
+    /// operators' keys (registered or not, active or not) and the sybil key, never empty.
+    function certify(uint256 jobSeed, uint256 signerSeed, uint256 memberSeed, uint256 roundSeed) external {
+        uint256 jobId = _findJob(jobSeed, COMMITTING);
+        if (jobId == 0) return;
+        IConclaveTraining.Job memory job = training.getJob(jobId);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint64 round = job.latestRound + job.checkpointInterval * uint64(1 + roundSeed % 2);
+        if (round > job.totalRounds) return;
+        uint256 notBefore = uint256(job.startedAt) + uint256(round) * job.minRoundSeconds;
+        if (notBefore >= job.deadline) return;
+        if (block.timestamp < notBefore) vm.warp(notBefore);
+
+        uint256 signersMask;
+        for (uint256 i; i < N_OPS; ++i) {
+            if (_active(jobId, i) && (signerSeed % 4 != 0 || (signerSeed >> (2 + i)) & 1 == 1)) {
+                signersMask |= 1 << i;
+            }
+        }
+        uint256 membersMask = memberSeed & 31;
+        if (membersMask == 0) membersMask = 1;
+        (address[] memory members, uint256 credited) = _members(jobId, membersMask);
+        bytes32 model = keccak256(abi.encode("model", jobId, round));
+        bytes32 receipt = keccak256(abi.encode("receipt", jobId, round));
+        bytes[] memory sigs = _certSigs(jobId, round, model, receipt, members, signersMask);
+        if (sigs.length < training.quorumNeeded(jobId)) {
+            try training.submitCertificate(jobId, round, model, receipt, members, sigs) {
+                revert("a certificate without quorum landed");
+            } catch {}
+            calls["noQuorum"]++;
+            return;
+        }
+        training.submitCertificate(jobId, round, model, receipt, members, sigs);
+        _landed(jobId, round, membersMask, credited);
+    }
+
+    /// One active operator signs the final round alone, naming only itself, right away. It lands
+    /// only when it is the whole quorum and the final round's time has come.
+    function rush(uint256 jobSeed, uint256 opSeed) external {
         uint256 jobId = _findJob(jobSeed, COMMITTING);
         if (jobId == 0) return;
         uint256 i = _findOperator(jobId, opSeed, IConclaveTraining.OperatorStatus.Joined);
-        if (i == N_OPS) return;
-        JobModel storage job = jobModel[jobId];
-        uint64 lastRound = training.getOperator(jobId, ops[i]).lastRound;
-        // forge-lint: disable-next-line(unsafe-typecast)
-        uint64 round = lastRound + job.interval * uint64(1 + roundSeed % 2);
-        if (round > job.totalRounds) return;
-        bytes32 model = keccak256(abi.encode("model", jobId, round));
-        bytes32 receipt = keccak256(abi.encode("receipt", i, round));
-        bytes memory sig = _sign(keys[i], training.checkpointDigest(jobId, round, model, receipt));
-        // Refused when the key is not registered or the round is behind the job: not modelled.
-        try training.submitCheckpoint(jobId, round, model, receipt, sig) {
-            calls["submit"]++;
-            if (round == job.totalRounds && job.status != IConclaveTraining.JobStatus.Completed) {
-                job.status = IConclaveTraining.JobStatus.Completed;
-                calls["completed"]++;
-            }
-        } catch {}
+        if (i == N_OPS || !_active(jobId, i)) return;
+        IConclaveTraining.Job memory job = training.getJob(jobId);
+        uint64 round = job.totalRounds;
+        bytes32 model = keccak256(abi.encode("rushed model", jobId));
+        (address[] memory members, uint256 credited) = _members(jobId, 1 << i);
+        bytes[] memory sigs = _certSigs(jobId, round, model, "rushed", members, 1 << i);
+        bool lands = training.quorumNeeded(jobId) <= 1 && round > job.latestRound
+            && block.timestamp >= uint256(job.startedAt) + uint256(round) * job.minRoundSeconds;
+        if (!lands) {
+            try training.submitCertificate(jobId, round, model, "rushed", members, sigs) {
+                revert("a lone operator certified the final round");
+            } catch {}
+            calls["rushRefused"]++;
+            return;
+        }
+        training.submitCertificate(jobId, round, model, "rushed", members, sigs);
+        _landed(jobId, round, 1 << i, credited);
     }
 
-    /// The enclave signs a second, different statement for the operator's last round (or round
-    /// 1): relayed through submitCheckpoint when that path applies, otherwise proven with slash.
-    function equivocate(uint256 jobSeed, uint256 opSeed, bool viaSubmit) external {
+    function _landed(uint256 jobId, uint64 round, uint256 membersMask, uint256 credited) private {
+        for (uint256 i; i < N_OPS; ++i) {
+            if ((membersMask >> i) & 1 == 1 && _active(jobId, i)) expectedCredits[jobId][i] += 1;
+        }
+        certified[jobId] += 1;
+        creditsGiven[jobId] += credited;
+        calls["certify"]++;
+        JobModel storage model = jobModel[jobId];
+        if (round == model.totalRounds) {
+            model.status = IConclaveTraining.JobStatus.Completed;
+            calls["completed"]++;
+        }
+    }
+
+    /// @dev Joined with a registered key (as the contract sees the key; the status as modelled).
+    function _active(uint256 jobId, uint256 i) private view returns (bool) {
+        return opModel[jobId][i] == IConclaveTraining.OperatorStatus.Joined
+            && training.getOperator(jobId, ops[i]).enclaveKey != address(0);
+    }
+
+    /// @dev The keys in `mask` (bits 0..3: operators' enclaves, bit 4: the sybil), ascending, and
+    /// how many of them belong to active operators.
+    function _members(uint256 jobId, uint256 mask) private view returns (address[] memory list, uint256 credited) {
+        uint256 n;
+        for (uint256 b; b <= N_OPS; ++b) {
+            if ((mask >> b) & 1 == 1) n++;
+        }
+        list = new address[](n);
+        n = 0;
+        for (uint256 b; b <= N_OPS; ++b) {
+            if ((mask >> b) & 1 == 0) continue;
+            list[n++] = b == N_OPS ? sybil : enclaves[b];
+            if (b < N_OPS && _active(jobId, b)) credited++;
+        }
+        _sortAddresses(list);
+    }
+
+    /// @dev Signatures by the enclaves in `mask` over the statement, sorted by signer.
+    function _certSigs(
+        uint256 jobId,
+        uint64 round,
+        bytes32 model,
+        bytes32 receipt,
+        address[] memory members,
+        uint256 mask
+    ) private returns (bytes[] memory sigs) {
+        (address[] memory signers,) = _members(jobId, mask);
+        bytes32 digest = training.checkpointDigest(jobId, round, model, receipt, keccak256(abi.encodePacked(members)));
+        sigs = new bytes[](signers.length);
+        for (uint256 k; k < signers.length; ++k) {
+            for (uint256 i; i < N_OPS; ++i) {
+                if (enclaves[i] == signers[k]) sigs[k] = _sign(keys[i], digest);
+            }
+        }
+    }
+
+    function _sortAddresses(address[] memory list) private pure {
+        for (uint256 i = 1; i < list.length; ++i) {
+            address x = list[i];
+            uint256 j = i;
+            while (j > 0 && list[j - 1] > x) {
+                list[j] = list[j - 1];
+                j--;
+            }
+            list[j] = x;
+        }
+    }
+
+    /// The enclave signs two different statements for the operator's last round (or round 1);
+    /// a reporter proves it with slash.
+    function equivocate(uint256 jobSeed, uint256 opSeed) external {
         // Less often than honest steps, so that many runs end with honest operators paid.
         if (jobSeed % 3 != 0) return;
         uint256 jobId = _findJob(jobSeed >> 2, ANY);
@@ -239,24 +385,19 @@ contract TrainingHandler {
         if (op.enclaveKey == address(0)) return;
         address t = jobModel[jobId].token;
         uint64 round = op.lastRound == 0 ? 1 : op.lastRound;
-        bytes32 model = keccak256(abi.encode("forked model", jobId, round));
-        bytes memory sigB = _sign(keys[i], training.checkpointDigest(jobId, round, model, "fork"));
+        bytes32 honest = keccak256(abi.encode("model", jobId, round));
+        bytes32 forked = keccak256(abi.encode("forked model", jobId, round));
+        bytes32 receipt = keccak256(abi.encode("receipt", jobId, round));
+        bytes memory sigA = _sign(keys[i], training.checkpointDigest(jobId, round, honest, receipt, "set"));
+        bytes memory sigB = _sign(keys[i], training.checkpointDigest(jobId, round, forked, receipt, "set"));
         uint256 before = _balance(t, reporter);
-        if (viaSubmit && op.lastRound != 0 && training.commitsOpen(jobId)) {
-            vm.prank(reporter);
-            training.submitCheckpoint(jobId, round, model, "fork", sigB);
-        } else {
-            bytes32 honest = keccak256(abi.encode("model", jobId, round));
-            bytes32 receipt = keccak256(abi.encode("receipt", i, round));
-            bytes memory sigA = _sign(keys[i], training.checkpointDigest(jobId, round, honest, receipt));
-            vm.prank(reporter);
-            training.slash(
-                jobId,
-                round,
-                IConclaveTraining.SignedCheckpoint(honest, receipt, sigA),
-                IConclaveTraining.SignedCheckpoint(model, "fork", sigB)
-            );
-        }
+        vm.prank(reporter);
+        training.slash(
+            jobId,
+            round,
+            IConclaveTraining.SignedCheckpoint(honest, receipt, "set", sigA),
+            IConclaveTraining.SignedCheckpoint(forked, receipt, "set", sigB)
+        );
         opModel[jobId][i] = IConclaveTraining.OperatorStatus.Slashed;
         slashRewards[t] += _balance(t, reporter) - before;
         calls["slash"]++;
