@@ -26,8 +26,9 @@ pub const ENVELOPE_MAGIC: &[u8; 8] = b"CNVENV01";
 /// Largest payload (a compressed update or a checkpoint manifest; checkpoints themselves travel
 /// as files named by hash).
 pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
-/// Largest domain tag or kind string.
-pub const MAX_TAG: usize = 128;
+/// Largest domain tag or kind string (a job's domain names the job id and the spec hash: 150
+/// bytes).
+pub const MAX_TAG: usize = 192;
 const STATEMENT_TAG: &[u8] = b"conclave/v1/envelope";
 
 /// Why an envelope is refused.
@@ -125,7 +126,8 @@ pub fn address_of(key: &VerifyingKey) -> EnclaveAddress {
     EnclaveAddress(a)
 }
 
-fn public_xy(key: &VerifyingKey) -> [u8; 64] {
+/// The 64-byte x ‖ y of a secp256k1 public key (what report data binds).
+pub fn public_xy(key: &VerifyingKey) -> [u8; 64] {
     let point = key.to_encoded_point(false);
     let mut xy = [0u8; 64];
     // An uncompressed SEC1 point is 0x04 ‖ x ‖ y.

@@ -21,7 +21,8 @@ use conclave_enclave::train::{TrainConfig, Trainer};
 use conclave_protocol::channel::{
     Blob, JobSpec, MAX_FRAME, PeerEvidence, Request, Response, read_frame, write_frame,
 };
-use conclave_protocol::{StatementKind, job_domain};
+use conclave_protocol::job::JOB_DOCUMENT_VERSION;
+use conclave_protocol::{JobDocument, JobTee, StatementKind, job_domain};
 
 const JOB: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
@@ -108,7 +109,20 @@ fn main() {
     .accepted()
     .expect("accepted");
     let ctx = BindingContext { job_id, nonce };
-    let domain = job_domain(&job_id);
+    let document = JobDocument {
+        version: JOB_DOCUMENT_VERSION,
+        tee: JobTee::Sim,
+        config: toml::to_string(&cfg).expect("toml"),
+        config_hash: cfg.hash(),
+        data_root,
+        initial_model_hash: direct.model_hash().expect("model hash"),
+        operators: 1,
+        quorum_bps: 6000,
+        policy: policy.clone(),
+    }
+    .encode();
+    let spec_hash = JobDocument::spec_hash(&document);
+    let domain = job_domain(&job_id, &spec_hash);
     let check = |resp: Response, kind: StatementKind| -> Vec<u8> {
         let Response::Signed { envelope } = resp else {
             panic!("{kind}: not signed")
@@ -126,13 +140,9 @@ fn main() {
         call(&Request::LoadJob {
             spec: JobSpec {
                 job_id,
-                config: toml::to_string(&cfg).expect("toml"),
-                config_hash: cfg.hash(),
-                data_root,
+                document: Blob(document.clone()),
+                spec_hash,
                 operator: 0,
-                operators: 1,
-                policy: policy.to_toml(),
-                initial_model_hash: None,
             },
         }),
         StatementKind::JobAccepted,

@@ -25,10 +25,13 @@ use std::io::{BufReader, BufWriter};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
-use conclave_attestation::eip712::{Domain, chain_measurement, job_word};
+use conclave_attestation::eip712::{
+    CheckpointStatement, Domain, JobTerms, chain_measurement, job_word, sorted_members,
+    update_set_hash,
+};
 use conclave_attestation::{
     AcceptedEvidence, Attester, BindingContext, EnclaveAddress, EnclaveKey, Endorsements, Evidence,
-    EvidenceHash, JobId, Nonce, Policy, UnixTime, appraise,
+    EvidenceHash, JobId, Nonce, Policy, Tee, UnixTime, appraise,
 };
 use conclave_protocol::channel::{
     Blob, ChannelError, JobSpec, MAX_FRAME, PeerEvidence, Request, Response, read_frame,
@@ -37,8 +40,8 @@ use conclave_protocol::channel::{
 use conclave_protocol::receipt::{Probe, RECEIPT_VERSION, RoundReceipt, ToplocParams};
 use conclave_protocol::toploc::Thresholds;
 use conclave_protocol::{
-    CheckpointManifest, Hash32, JobAccepted, Signed, Statement, StatementError, UpdatePayload,
-    job_domain,
+    AnnounceStatement, CheckpointManifest, Hash32, JobAccepted, JobDocument, JobDocumentError,
+    JobTee, Signed, Statement, StatementError, UpdatePayload, job_domain,
 };
 
 use crate::train::{Method, TrainConfig, Trainer};
@@ -75,9 +78,21 @@ pub enum Refusal {
     /// A field of the job spec cannot be used.
     #[error("{field}: {why}")]
     BadSpec { field: &'static str, why: String },
-    /// The spec's config does not hash to the config hash it names.
-    #[error("the config hashes to {computed}, the job names {named}")]
+    /// The job document does not hash to the spec hash the host says the chain names.
+    #[error("the job document hashes to {computed}, the host names spec {named}")]
     SpecHash { computed: Hash32, named: Hash32 },
+    /// The job document's config does not hash to the config hash it names.
+    #[error("the config hashes to {computed}, the job document names {named}")]
+    ConfigHash { computed: Hash32, named: Hash32 },
+    /// A job document that does not parse or breaks a rule every document keeps.
+    #[error("the job document: {0}")]
+    BadDocument(String),
+    /// A hardware job whose policy would admit sim evidence (a host slipping sim peers in).
+    #[error("the job runs in {tee} enclaves but its policy allows sim evidence")]
+    SimPolicyForHardwareJob { tee: JobTee },
+    /// The job runs in another kind of enclave than this one.
+    #[error("this is a {backend} enclave; the job runs in {job} enclaves")]
+    BackendNotAllowed { backend: Tee, job: JobTee },
     /// The enclave's dataset is not the one the job names.
     #[error("the enclave's data has root {local}, the job names {named}")]
     DataRoot { local: Hash32, named: Hash32 },
@@ -149,9 +164,6 @@ pub enum Refusal {
     /// Unsigned weights that are not the job's initial weights.
     #[error("weights hash {weights}, the job's initial weights are {initial}")]
     InitialHashMismatch { weights: Hash32, initial: Hash32 },
-    /// Unsigned weights for a job that names no initial weights.
-    #[error("the job names no initial weights: a signed manifest is needed")]
-    Unsigned,
     /// Weights that do not fit the model.
     #[error("{0}")]
     BadWeights(String),
@@ -180,6 +192,10 @@ impl Refusal {
             Refusal::JobLoaded => "job_loaded",
             Refusal::BadSpec { .. } => "bad_spec",
             Refusal::SpecHash { .. } => "spec_hash",
+            Refusal::ConfigHash { .. } => "config_hash",
+            Refusal::BadDocument(_) => "bad_document",
+            Refusal::SimPolicyForHardwareJob { .. } => "sim_policy_for_hardware_job",
+            Refusal::BackendNotAllowed { .. } => "backend_not_allowed",
             Refusal::DataRoot { .. } => "data_root",
             Refusal::NoRound => "no_round",
             Refusal::RoundOpen(_) => "round_open",
@@ -198,7 +214,6 @@ impl Refusal {
             Refusal::NoReceipt => "no_receipt",
             Refusal::BadManifest(_) => "bad_manifest",
             Refusal::HashMismatch { .. } | Refusal::InitialHashMismatch { .. } => "hash_mismatch",
-            Refusal::Unsigned => "unsigned",
             Refusal::BadWeights(_) => "bad_weights",
             Refusal::Data(_) => "data",
             Refusal::Training(_) => "training",
@@ -274,18 +289,33 @@ struct Pending {
     loss: f64,
 }
 
+/// The last closed round as the enclave states it on chain.
+struct Closed {
+    /// Rounds closed so far.
+    rounds: u64,
+    /// The outcome of the last of them ([`RoundReceipt::outcome_hash`]): what every enclave
+    /// that closed it the same way states on chain.
+    outcome: Hash32,
+    /// The enclaves whose updates that round aggregated, ascending.
+    members: Vec<EnclaveAddress>,
+}
+
 struct Job {
-    spec: JobSpec,
+    /// The job document the enclave obeys, and its hash (the spec hash).
+    doc: JobDocument,
+    spec_hash: Hash32,
+    /// This operator's index in the active set.
+    operator: u32,
     id: JobId,
     domain: String,
+    /// Derived from the document, never given by the host.
     policy: Policy,
     trainer: Trainer,
     pending: Option<Pending>,
-    /// The rounds closed and the SHA-256 of the receipt payload that closed the last of them
-    /// (none after a checkpoint load, until a round closes).
-    last_receipt: Option<(u64, Hash32)>,
-    /// Chain checkpoint statements signed, by on-chain round: (model hash, receipt hash).
-    committed: BTreeMap<u64, (Hash32, Hash32)>,
+    /// None after a checkpoint load, until a round closes.
+    last_closed: Option<Closed>,
+    /// Chain checkpoint statements signed, by on-chain round.
+    committed: BTreeMap<u64, CheckpointStatement>,
 }
 
 /// Where the corpus and cache live inside the enclave, and where scratch output goes. The job
@@ -370,6 +400,7 @@ impl Enclave {
                 job,
                 round,
             } => self.chain_checkpoint(chain_id, &contract, job, round),
+            Request::SignAnnounce { peer_id, account } => self.sign_announce(peer_id, account),
             Request::Shutdown => Ok(Response::Bye),
         }
     }
@@ -415,18 +446,40 @@ impl Enclave {
             Some((_, ctx)) if ctx.job_id == id => {}
             _ => return Err(Refusal::NoEvidenceForJob(id)),
         }
+        // The enclave hashes the document itself: a host that changes the config, the data
+        // root or the policy changes the hash, and the statements the enclave signs name it.
+        let computed = JobDocument::spec_hash(&spec.document.0);
+        if computed != spec.spec_hash {
+            return Err(Refusal::SpecHash {
+                computed,
+                named: spec.spec_hash,
+            });
+        }
+        let doc = JobDocument::parse(&spec.document.0).map_err(|e| match e {
+            JobDocumentError::SimPolicyForHardwareJob { tee } => {
+                Refusal::SimPolicyForHardwareJob { tee }
+            }
+            e => Refusal::BadDocument(e.to_string()),
+        })?;
+        let backend = self.attester.tee();
+        if !doc.tee.admits(backend) {
+            return Err(Refusal::BackendNotAllowed {
+                backend,
+                job: doc.tee,
+            });
+        }
         let mut cfg: TrainConfig =
-            toml::from_str(&spec.config).map_err(|e| bad_spec("config", e))?;
+            toml::from_str(&doc.config).map_err(|e| bad_spec("config", e))?;
         cfg.data.corpus = self.data.corpus.clone();
         cfg.data.cache = self.data.cache.clone();
         cfg.out = self.data.scratch.clone();
         cfg.receipts = false;
         cfg.init = None;
-        let computed = cfg.hash();
-        if computed != spec.config_hash {
-            return Err(Refusal::SpecHash {
-                computed,
-                named: spec.config_hash,
+        let config_hash = cfg.hash();
+        if config_hash != doc.config_hash {
+            return Err(Refusal::ConfigHash {
+                computed: config_hash,
+                named: doc.config_hash,
             });
         }
         if matches!(cfg.optimizer, Method::Adamw) {
@@ -435,49 +488,52 @@ impl Enclave {
                 "a job needs a compressed method (demo or sparseloco)",
             ));
         }
-        if spec.operators == 0 || spec.operator >= spec.operators {
+        if spec.operator >= doc.operators {
             return Err(bad_spec(
                 "operator",
-                format!("operator {} of {}", spec.operator, spec.operators),
+                format!("operator {} of {}", spec.operator, doc.operators),
             ));
         }
-        if cfg.replicas != spec.operators as usize {
+        if cfg.replicas != doc.operators as usize {
             return Err(bad_spec(
                 "operators",
                 format!(
                     "the config trains {} replicas, the job has {} operators",
-                    cfg.replicas, spec.operators
+                    cfg.replicas, doc.operators
                 ),
             ));
         }
-        let policy = Policy::from_toml(&spec.policy).map_err(|e| bad_spec("policy", e))?;
+        let policy = doc.policy.clone();
         let trainer = Trainer::new(cfg).map_err(|e| bad_spec("config", e))?;
         let local = trainer.dataset.root();
-        if local != spec.data_root {
+        if local != doc.data_root {
             return Err(Refusal::DataRoot {
                 local,
-                named: spec.data_root,
+                named: doc.data_root,
             });
         }
         let accepted = JobAccepted {
             job_id: id,
-            config_hash: spec.config_hash,
-            data_root: spec.data_root,
+            spec_hash: computed,
+            config_hash: doc.config_hash,
+            data_root: doc.data_root,
             operator: spec.operator,
-            operators: spec.operators,
+            operators: doc.operators,
             model_hash: trainer.model_hash().or_refuse(Refusal::Internal)?,
             params: trainer.param_count() as u64,
         };
-        let domain = job_domain(&id);
+        let domain = job_domain(&id, &computed);
         let signed = self.seal(&domain, accepted)?;
         self.job = Some(Job {
-            spec,
+            doc,
+            spec_hash: computed,
+            operator: spec.operator,
             id,
             domain,
             policy,
             trainer,
             pending: None,
-            last_receipt: None,
+            last_closed: None,
             committed: BTreeMap::new(),
         });
         Ok(Response::Signed {
@@ -528,23 +584,23 @@ impl Enclave {
                         manifest: m.model_hash,
                     });
                 }
-                if m.config_hash != job.spec.config_hash || m.data_root != job.spec.data_root {
+                if m.config_hash != job.doc.config_hash || m.data_root != job.doc.data_root {
                     return Err(Refusal::BadManifest(
                         "the manifest is of another job".into(),
                     ));
                 }
                 m.step
             }
-            (None, None) => match job.spec.initial_model_hash {
-                Some(h) if h == hash => 0,
-                Some(initial) => {
+            (None, None) => {
+                let initial = job.doc.initial_model_hash;
+                if initial != hash {
                     return Err(Refusal::InitialHashMismatch {
                         weights: hash,
                         initial,
                     });
                 }
-                None => return Err(Refusal::Unsigned),
-            },
+                0
+            }
             _ => {
                 return Err(Refusal::BadRequest(
                     "a manifest comes with its signer's evidence".into(),
@@ -556,7 +612,7 @@ impl Enclave {
             .or_refuse(Refusal::BadWeights)?;
         // A resync abandons an open round: its receipt is never signed.
         job.pending = None;
-        job.last_receipt = None;
+        job.last_closed = None;
         self.checkpoint()
     }
 
@@ -572,7 +628,7 @@ impl Enclave {
                 asked: round,
             });
         }
-        let me = job.spec.operator as usize;
+        let me = job.operator as usize;
         let step_before = t.step;
         let hash_before = t.model_hash().or_refuse(Refusal::Internal)?;
         let probe = t.probe(me).or_refuse(Refusal::Data)?;
@@ -675,6 +731,7 @@ impl Enclave {
         if !chosen.contains_key(&me) {
             return Err(Refusal::OwnUpdateMissing);
         }
+        let members = sorted_members(chosen.keys().copied());
         let (ordered, digests): (Vec<Vec<u8>>, Vec<Hash32>) = chosen.into_values().unzip();
         let t = &mut job.trainer;
         let outer = t.apply_updates(ordered).or_refuse(Refusal::BadUpdate)?;
@@ -682,8 +739,8 @@ impl Enclave {
 
         let receipt = RoundReceipt {
             version: RECEIPT_VERSION,
-            config_hash: job.spec.config_hash,
-            data_root: job.spec.data_root,
+            config_hash: job.doc.config_hash,
+            data_root: job.doc.data_root,
             seed: t.cfg.seed,
             round,
             step_before: pending.step_before,
@@ -703,7 +760,11 @@ impl Enclave {
             proofs_after: Vec::new(),
             loss: pending.loss,
         };
-        job.last_receipt = Some((round + 1, Hash32::sha256(&receipt.to_payload())));
+        job.last_closed = Some(Closed {
+            rounds: round + 1,
+            outcome: receipt.outcome_hash(),
+            members,
+        });
         let domain = job.domain.clone();
         let signed = self.seal(&domain, receipt)?;
         Ok(Response::Signed {
@@ -712,13 +773,14 @@ impl Enclave {
     }
 
     /// The loaded job, checked to be on-chain job `job` (its id is the number as 32 bytes
-    /// big-endian), and the contract's EIP-712 domain.
+    /// big-endian), the contract's EIP-712 domain and the job's terms as the enclave loaded
+    /// them (its spec hash and dataset root, which every EIP-712 statement names).
     fn chain_job(
         &self,
         chain_id: u64,
         contract: &str,
         job: u64,
-    ) -> Result<(&Job, Domain), Refusal> {
+    ) -> Result<(&Job, Domain, JobTerms), Refusal> {
         let j = self.job.as_ref().ok_or(Refusal::NoJob)?;
         if j.id.0 != job_word(job) {
             return Err(Refusal::WrongChainJob {
@@ -727,7 +789,12 @@ impl Enclave {
             });
         }
         let contract = address20("contract", contract)?;
-        Ok((j, Domain { chain_id, contract }))
+        let terms = JobTerms {
+            job_id: j.id.0,
+            spec_hash: j.spec_hash.0,
+            dataset_root: j.doc.data_root.0,
+        };
+        Ok((j, Domain { chain_id, contract }, terms))
     }
 
     fn chain_registration(
@@ -739,20 +806,16 @@ impl Enclave {
     ) -> Result<Response, Refusal> {
         let now = (self.clock)();
         let operator = address20("operator", operator)?;
-        let (j, domain) = self.chain_job(chain_id, contract, job)?;
+        let (j, domain, terms) = self.chain_job(chain_id, contract, job)?;
         let (evidence, _) = self.evidence.as_ref().ok_or(Refusal::NoEvidence)?;
         // Consent only to what the enclave's own evidence states, and only when it passes the
         // job's policy (the measurement must be one the customer allows).
         let acc = appraise_accepted(evidence, &j.policy, now)?;
         let measurement = chain_measurement(acc.tee(), &acc.measurement());
         let evidence_hash = acc.evidence_hash().0;
-        let sig = self.key.sign_registration(
-            &domain,
-            &job_word(job),
-            &operator,
-            &evidence_hash,
-            &measurement,
-        );
+        let sig =
+            self.key
+                .sign_registration(&domain, &terms, &operator, &evidence_hash, &measurement);
         Ok(Response::Registration {
             evidence_hash: Hash32(evidence_hash),
             measurement: Hash32(measurement),
@@ -767,40 +830,71 @@ impl Enclave {
         job: u64,
         round: u64,
     ) -> Result<Response, Refusal> {
-        let (j, domain) = self.chain_job(chain_id, contract, job)?;
+        let (j, domain, terms) = self.chain_job(chain_id, contract, job)?;
         if let Some(p) = &j.pending {
             return Err(Refusal::RoundOpen(p.round));
         }
-        let Some((closed, receipt_hash)) = j.last_receipt else {
+        let Some(closed) = &j.last_closed else {
             return Err(Refusal::NoReceipt);
         };
-        if round != closed {
+        if round != closed.rounds {
             return Err(Refusal::NotClosedRound {
-                closed,
+                closed: closed.rounds,
                 asked: round,
             });
         }
-        let model_hash = j.trainer.model_hash().or_refuse(Refusal::Internal)?;
+        let statement = CheckpointStatement {
+            round,
+            model_hash: j.trainer.model_hash().or_refuse(Refusal::Internal)?.0,
+            receipt_hash: closed.outcome.0,
+            update_set: update_set_hash(&closed.members),
+        };
         if let Some(prev) = j.committed.get(&round)
-            && *prev != (model_hash, receipt_hash)
+            && *prev != statement
         {
             return Err(Refusal::CommitEquivocation { round });
         }
-        let sig = self.key.sign_checkpoint(
-            &domain,
-            &job_word(job),
-            round,
-            &model_hash.0,
-            &receipt_hash.0,
-        );
+        let members = closed.members.clone();
+        let sig = self.key.sign_checkpoint(&domain, &terms, &statement);
         if let Some(j) = self.job.as_mut() {
-            j.committed.insert(round, (model_hash, receipt_hash));
+            j.committed.insert(round, statement);
         }
         Ok(Response::Commitment {
             round,
-            model_hash,
-            receipt_hash,
+            model_hash: Hash32(statement.model_hash),
+            receipt_hash: Hash32(statement.receipt_hash),
+            members,
             signature: hex::encode(sig),
+        })
+    }
+
+    fn sign_announce(
+        &mut self,
+        peer_id: String,
+        account: Option<String>,
+    ) -> Result<Response, Refusal> {
+        if peer_id.is_empty()
+            || peer_id.len() > 128
+            || !peer_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(Refusal::BadRequest(
+                "peer_id: 1 to 128 base58 characters".into(),
+            ));
+        }
+        if let Some(a) = &account {
+            address20("account", a)?;
+        }
+        let job = self.job.as_ref().ok_or(Refusal::NoJob)?;
+        let statement = AnnounceStatement {
+            job_id: job.id,
+            operator: job.operator,
+            peer_id,
+            account,
+        };
+        let domain = job.domain.clone();
+        let signed = self.seal(&domain, statement)?;
+        Ok(Response::Signed {
+            envelope: Blob(signed.bytes),
         })
     }
 
@@ -1054,7 +1148,32 @@ mod tests {
                 "hash_mismatch",
                 "initial weights are 0000",
             ),
-            (Refusal::Unsigned, "unsigned", "signed manifest"),
+            (
+                Refusal::ConfigHash {
+                    computed: h,
+                    named: Hash32::ZERO,
+                },
+                "config_hash",
+                "abab",
+            ),
+            (
+                Refusal::SimPolicyForHardwareJob { tee: JobTee::Snp },
+                "sim_policy_for_hardware_job",
+                "allows sim",
+            ),
+            (
+                Refusal::BackendNotAllowed {
+                    backend: Tee::Sim,
+                    job: JobTee::Tdx,
+                },
+                "backend_not_allowed",
+                "sim enclave",
+            ),
+            (
+                Refusal::BadDocument("version 9".into()),
+                "bad_document",
+                "version 9",
+            ),
             (Refusal::BadWeights("w".into()), "bad_weights", "w"),
             (Refusal::Data("d".into()), "data", "d"),
             (Refusal::Training("t".into()), "training", "t"),

@@ -18,9 +18,11 @@ use conclave_enclave::service::{DataPaths, Enclave};
 use conclave_enclave::train::config::Method;
 use conclave_enclave::train::{TrainConfig, Trainer};
 use conclave_protocol::channel::{Blob, JobSpec, PeerEvidence, Request, Response};
+use conclave_protocol::job::JOB_DOCUMENT_VERSION;
 use conclave_protocol::receipt::RoundReceipt;
 use conclave_protocol::{
-    CheckpointManifest, Hash32, JobAccepted, Signed, UpdatePayload, ValueEncoding,
+    AnnounceStatement, CheckpointManifest, Hash32, JobAccepted, JobDocument, JobTee, Signed,
+    UpdatePayload, ValueEncoding, job_domain,
 };
 
 const JOB: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -98,17 +100,46 @@ fn start(dir: &Path, i: usize, sim: SimConfig) -> Op {
     }
 }
 
-fn spec(cfg: &TrainConfig, data_root: Hash32, operator: u32, operators: u32) -> JobSpec {
-    JobSpec {
-        job_id: JobId::from_hex(JOB).unwrap(),
+/// The job's facts a customer publishes: its dataset root and initial model.
+fn facts(dir: &Path, cfg: &TrainConfig) -> (Hash32, Hash32) {
+    let mut c = cfg.clone();
+    c.out = dir.join("probe");
+    let t = Trainer::new(c).unwrap();
+    (t.dataset.root(), t.model_hash().unwrap())
+}
+
+fn document(cfg: &TrainConfig, data_root: Hash32, operators: u32) -> JobDocument {
+    let (_, initial) = facts(&cfg.data.cache.with_file_name("facts"), cfg);
+    JobDocument {
+        version: JOB_DOCUMENT_VERSION,
+        tee: JobTee::Sim,
         config: toml::to_string(cfg).unwrap(),
         config_hash: cfg.hash(),
         data_root,
-        operator,
+        initial_model_hash: initial,
         operators,
-        policy: policy().to_toml(),
-        initial_model_hash: None,
+        quorum_bps: 6000,
+        policy: policy(),
     }
+}
+
+/// A spec whose spec hash is the document's own (what an honest host sends).
+fn spec_of(doc: &JobDocument, operator: u32) -> JobSpec {
+    let bytes = doc.encode();
+    JobSpec {
+        job_id: JobId::from_hex(JOB).unwrap(),
+        spec_hash: JobDocument::spec_hash(&bytes),
+        document: Blob(bytes),
+        operator,
+    }
+}
+
+fn spec(cfg: &TrainConfig, data_root: Hash32, operator: u32, operators: u32) -> JobSpec {
+    spec_of(&document(cfg, data_root, operators), operator)
+}
+
+fn domain_of(spec: &JobSpec) -> String {
+    job_domain(&spec.job_id, &spec.spec_hash)
 }
 
 fn signed(r: Response) -> Vec<u8> {
@@ -150,18 +181,19 @@ fn three_enclaves_agree_and_refuse_bad_input() {
         c.out = dir.path().join("probe");
         Trainer::new(c).unwrap().dataset.root()
     };
-    let domain = format!("conclave/v1/job/{JOB}");
+    let domain = domain_of(&spec(&cfg, root, 0, 3));
     let mut ops: Vec<Op> = (0..3)
         .map(|i| start(dir.path(), i, SimConfig::default()))
         .collect();
 
-    // A job whose config does not hash to the published hash, or whose data root differs, is
-    // refused, and the enclave still takes the right one after.
-    let mut bad = spec(&cfg, root, 0, 3);
-    bad.config_hash = Hash32::ZERO;
-    assert!(
-        refused(ops[0].enclave.handle(Request::LoadJob { spec: bad })).starts_with("spec_hash")
-    );
+    // A job whose document's config does not hash to the config hash it names, or whose data
+    // root differs, is refused, and the enclave still takes the right one after.
+    let mut doc = document(&cfg, root, 3);
+    doc.config_hash = Hash32::ZERO;
+    let e = refused(ops[0].enclave.handle(Request::LoadJob {
+        spec: spec_of(&doc, 0),
+    }));
+    assert!(e.starts_with("config_hash"), "{e}");
     let bad = spec(&cfg, Hash32([0xab; 32]), 0, 3);
     assert!(
         refused(ops[0].enclave.handle(Request::LoadJob { spec: bad })).starts_with("data_root")
@@ -177,12 +209,25 @@ fn three_enclaves_agree_and_refuse_bad_input() {
         let ja = Signed::<JobAccepted>::verify(&bytes, &domain, &acc, &ctx)
             .unwrap()
             .statement;
+        let spec_hash = spec(&cfg, root, 0, 3).spec_hash;
         assert_eq!(
-            (ja.job_id, ja.config_hash, ja.data_root, ja.operator),
-            (JobId::from_hex(JOB).unwrap(), cfg.hash(), root, i as u32)
+            (
+                ja.job_id,
+                ja.spec_hash,
+                ja.config_hash,
+                ja.data_root,
+                ja.operator
+            ),
+            (
+                JobId::from_hex(JOB).unwrap(),
+                spec_hash,
+                cfg.hash(),
+                root,
+                i as u32
+            )
         );
         let head = format!(
-            r#"{{"job_id":"{JOB}","config_hash":"{}","data_root":"{root}","operator":{i},"operators":3,"model_hash":"{}","#,
+            r#"{{"job_id":"{JOB}","spec_hash":"{spec_hash}","config_hash":"{}","data_root":"{root}","operator":{i},"operators":3,"model_hash":"{}","#,
             cfg.hash(),
             ja.model_hash
         );
@@ -400,7 +445,10 @@ fn three_enclaves_agree_and_refuse_bad_input() {
         manifest: None,
         signer: None,
     }));
-    assert!(e.starts_with("unsigned"), "{e}");
+    assert!(
+        e.starts_with("hash_mismatch") && e.contains("initial weights"),
+        "{e}"
+    );
     // The manifest with the wrong signer's evidence fails.
     let e = refused(newcomer.enclave.handle(Request::LoadCheckpoint {
         weights: weights.clone(),
@@ -493,7 +541,10 @@ fn peers_with_bad_evidence_are_refused() {
 #[test]
 fn chain_statements_bind_the_enclaves_own_state() {
     use conclave_attestation::Tee;
-    use conclave_attestation::eip712::{Domain, chain_measurement, job_word, recover};
+    use conclave_attestation::eip712::{
+        CheckpointStatement, Domain, JobTerms, chain_measurement, job_word, recover,
+        update_set_hash,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1);
@@ -540,6 +591,11 @@ fn chain_statements_bind_the_enclaves_own_state() {
 
     let mut s = spec(&cfg, root, 0, 1);
     s.job_id = job_id;
+    let terms = JobTerms {
+        job_id: job_id.0,
+        spec_hash: s.spec_hash.0,
+        dataset_root: root.0,
+    };
     signed(enclave.handle(Request::LoadJob { spec: s }));
 
     // Another on-chain job, or a malformed address: refused.
@@ -569,10 +625,17 @@ fn chain_statements_bind_the_enclaves_own_state() {
     let m = chain_measurement(Tee::Sim, &default_sim_measurement());
     assert_eq!(measurement, Hash32(m));
     let sig: [u8; 65] = hex::decode(&signature).unwrap().try_into().unwrap();
-    let digest = domain.registration_digest(&job_word(5), &[0x33; 20], &ev.hash().0, &m);
+    let digest = domain.registration_digest(&terms, &[0x33; 20], &ev.hash().0, &m);
     assert_eq!(recover(&digest, &sig).unwrap(), address);
-    // Signed for another operator, it does not recover to the key.
-    let other = domain.registration_digest(&job_word(5), &[0x44; 20], &ev.hash().0, &m);
+    // Signed for another operator, or read as consent to other terms, it does not recover to
+    // the key.
+    let other = domain.registration_digest(&terms, &[0x44; 20], &ev.hash().0, &m);
+    assert_ne!(recover(&other, &sig).unwrap(), address);
+    let other_spec = JobTerms {
+        spec_hash: [0x55; 32],
+        ..terms
+    };
+    let other = domain.registration_digest(&other_spec, &[0x33; 20], &ev.hash().0, &m);
     assert_ne!(recover(&other, &sig).unwrap(), address);
 
     // No checkpoint statement before a round closed, or while one is open.
@@ -598,6 +661,7 @@ fn chain_statements_bind_the_enclaves_own_state() {
         round,
         model_hash,
         receipt_hash,
+        members,
         signature,
     } = commit(&mut enclave, 5, 1)
     else {
@@ -605,10 +669,35 @@ fn chain_statements_bind_the_enclaves_own_state() {
     };
     assert_eq!(round, 1);
     assert_eq!(model_hash, rc.model_hash_after);
-    assert_eq!(receipt_hash, Hash32::sha256(&payload));
+    // The statement names the round's outcome, which every enclave that closed the round the
+    // same way agrees on (not this enclave's own receipt bytes).
+    assert_eq!(receipt_hash, rc.outcome_hash());
+    // The update set is the enclaves whose updates the round aggregated: here its own.
+    assert_eq!(members, vec![address]);
     let sig: [u8; 65] = hex::decode(&signature).unwrap().try_into().unwrap();
-    let digest = domain.checkpoint_digest(&job_word(5), 1, &model_hash.0, &receipt_hash.0);
+    let statement = CheckpointStatement {
+        round: 1,
+        model_hash: model_hash.0,
+        receipt_hash: receipt_hash.0,
+        update_set: update_set_hash(&members),
+    };
+    let digest = domain.checkpoint_digest(&terms, &statement);
     assert_eq!(recover(&digest, &sig).unwrap(), address);
+    // The statement names the job's spec hash and dataset root: under other terms it is not
+    // this enclave's.
+    for other in [
+        JobTerms {
+            spec_hash: [0x55; 32],
+            ..terms
+        },
+        JobTerms {
+            dataset_root: [0x55; 32],
+            ..terms
+        },
+    ] {
+        let d = domain.checkpoint_digest(&other, &statement);
+        assert_ne!(recover(&d, &sig).unwrap(), address);
+    }
     // Asking again gives the same statement (a resend is not an equivocation).
     let Response::Commitment {
         model_hash: again, ..
@@ -634,4 +723,110 @@ fn chain_statements_bind_the_enclaves_own_state() {
     });
     assert!(matches!(r, Response::Checkpoint { .. }), "{r:?}");
     assert!(refused(commit(&mut enclave, 5, 1)).starts_with("no_receipt"));
+}
+
+/// The enclave obeys the job document and nothing else its host says: a document that does not
+/// hash to the spec hash the host names (another config, another policy) is refused, a
+/// hardware job whose policy would admit sim peers is refused, and a sim enclave refuses a
+/// hardware job. Every refusal is by name, and the enclave takes the honest job after.
+#[test]
+fn the_host_cannot_substitute_the_config_or_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    let (root, _) = facts(dir.path(), &cfg);
+    let honest = document(&cfg, root, 1);
+    let named = spec_of(&honest, 0).spec_hash;
+    let mut op = start(dir.path(), 0, SimConfig::default());
+    let load = |op: &mut Op, doc: &JobDocument| {
+        let mut s = spec_of(doc, 0);
+        // The host names the chain's spec hash, whatever document it sends.
+        s.spec_hash = named;
+        op.enclave.handle(Request::LoadJob { spec: s })
+    };
+
+    // Another config (more steps), with its own correct config hash.
+    let mut other_cfg = cfg.clone();
+    other_cfg.train.steps = 16;
+    let mut doc = honest.clone();
+    doc.config = toml::to_string(&other_cfg).unwrap();
+    doc.config_hash = other_cfg.hash();
+    let e = refused(load(&mut op, &doc));
+    assert!(e.starts_with("spec_hash"), "{e}");
+    assert!(e.contains(&named.to_string()), "{e}");
+
+    // Another policy: one that also accepts debug guests, or other measurements.
+    let mut doc = honest.clone();
+    doc.policy.allow_debug = true;
+    assert!(refused(load(&mut op, &doc)).starts_with("spec_hash"));
+    let mut doc = honest.clone();
+    doc.policy
+        .measurements
+        .push(conclave_attestation::Measurement([7; 48]));
+    assert!(refused(load(&mut op, &doc)).starts_with("spec_hash"));
+
+    // A hardware job whose policy admits sim evidence, even under its own hash.
+    let mut doc = honest.clone();
+    doc.tee = JobTee::Snp;
+    let e = refused(op.enclave.handle(Request::LoadJob {
+        spec: spec_of(&doc, 0),
+    }));
+    assert!(e.starts_with("sim_policy_for_hardware_job"), "{e}");
+    // A proper hardware job is refused by a sim enclave.
+    doc.policy.allow_sim = false;
+    let e = refused(op.enclave.handle(Request::LoadJob {
+        spec: spec_of(&doc, 0),
+    }));
+    assert!(
+        e.starts_with("backend_not_allowed") && e.contains("snp"),
+        "{e}"
+    );
+    // A re-encoded document (same content, other bytes) is another document.
+    let pretty = serde_json::to_vec_pretty(&honest).unwrap();
+    let e = refused(op.enclave.handle(Request::LoadJob {
+        spec: JobSpec {
+            job_id: JobId::from_hex(JOB).unwrap(),
+            spec_hash: JobDocument::spec_hash(&pretty),
+            document: Blob(pretty),
+            operator: 0,
+        },
+    }));
+    assert!(
+        e.starts_with("bad_document") && e.contains("canonical"),
+        "{e}"
+    );
+
+    // The honest document is taken, and the statement names its spec hash.
+    let bytes = signed(load(&mut op, &honest));
+    let (acc, ctx) = accepted(&op.peer);
+    let ja = Signed::<JobAccepted>::verify(&bytes, &job_domain(&ctx.job_id, &named), &acc, &ctx)
+        .unwrap()
+        .statement;
+    assert_eq!((ja.spec_hash, ja.data_root), (named, root));
+
+    // The enclave's word for its network identity names the peer id and the account, in the
+    // job's domain; malformed ones are refused.
+    let domain = job_domain(&ctx.job_id, &named);
+    let account = format!("0x{}", "ab".repeat(20));
+    let bytes = signed(op.enclave.handle(Request::SignAnnounce {
+        peer_id: "12D3KooWPeer".into(),
+        account: Some(account.clone()),
+    }));
+    let a = Signed::<AnnounceStatement>::verify(&bytes, &domain, &acc, &ctx)
+        .unwrap()
+        .statement;
+    assert_eq!(
+        (a.job_id, a.operator, a.peer_id.as_str(), a.account),
+        (ctx.job_id, 0, "12D3KooWPeer", Some(account))
+    );
+    for (peer_id, account) in [
+        ("", None),
+        ("12D3/../x", None),
+        ("12D3KooWPeer", Some("0x1234".to_string())),
+    ] {
+        let e = refused(op.enclave.handle(Request::SignAnnounce {
+            peer_id: peer_id.into(),
+            account,
+        }));
+        assert!(e.starts_with("bad_request"), "{e}");
+    }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use conclave_attestation::eip712::job_word;
 use conclave_attestation::{JobId, Measurement};
+use conclave_protocol::JobTee;
 use libp2p::Multiaddr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -156,9 +157,18 @@ pub struct JobSection {
     /// Allowed measurements (hex). Default: the sim measurement, for sim enclaves.
     #[serde(default)]
     pub measurements: Vec<String>,
-    /// Accept sim evidence (development only; on by default with the sim launcher).
+    /// Accept sim evidence (development only; on by default for a sim job, and refused for a
+    /// hardware job).
     #[serde(default)]
     pub allow_sim: Option<bool>,
+    /// The kind of enclave the job runs in: `sim` (development), `snp`, `tdx` or `hardware`
+    /// (either). Written into the job document, which every enclave obeys.
+    #[serde(default = "default_tee")]
+    pub tee: JobTee,
+    /// Share of the active operators, in basis points, whose enclaves must sign a round's
+    /// certificate before the chain accepts the round (more than 5000).
+    #[serde(default = "default_quorum_bps")]
+    pub quorum_bps: u16,
     /// Seconds an enclave may take for one request before the run fails.
     #[serde(default = "default_timeout")]
     pub request_timeout_s: u64,
@@ -166,6 +176,14 @@ pub struct JobSection {
 
 fn default_operators() -> u32 {
     3
+}
+fn default_tee() -> JobTee {
+    JobTee::Sim
+}
+/// Three fifths: 2 of 3, 3 of 4, 3 of 5, 6 of 10.
+pub const DEFAULT_QUORUM_BPS: u16 = 6000;
+fn default_quorum_bps() -> u16 {
+    DEFAULT_QUORUM_BPS
 }
 fn default_rounds() -> u64 {
     2
@@ -175,6 +193,21 @@ fn default_timeout() -> u64 {
 }
 
 impl JobSection {
+    /// A section with every default but the config file.
+    pub fn new(config: PathBuf) -> Self {
+        JobSection {
+            config,
+            operators: default_operators(),
+            rounds: default_rounds(),
+            id: None,
+            measurements: Vec::new(),
+            allow_sim: None,
+            tee: default_tee(),
+            quorum_bps: default_quorum_bps(),
+            request_timeout_s: default_timeout(),
+        }
+    }
+
     /// Checks the section, naming the key.
     pub fn validate(&self) -> Result<()> {
         if self.operators == 0 || self.operators > 64 {
@@ -188,6 +221,23 @@ impl JobSection {
         }
         for m in &self.measurements {
             Measurement::from_hex(m).map_err(|e| anyhow::anyhow!("job.measurements: {m}: {e}"))?;
+        }
+        if self.quorum_bps <= 5000 || self.quorum_bps > 10_000 {
+            bail!("job.quorum_bps must be more than 5000 and at most 10000");
+        }
+        if self.tee != JobTee::Sim {
+            if self.allow_sim == Some(true) {
+                bail!(
+                    "job.allow_sim: a {} job cannot accept sim evidence",
+                    self.tee
+                );
+            }
+            if self.measurements.is_empty() {
+                bail!(
+                    "job.measurements: a {} job must list its allowed measurements",
+                    self.tee
+                );
+            }
         }
         Ok(())
     }

@@ -32,6 +32,7 @@
 //! - [`image_build`], [`image_boot`]: the guest image.
 
 pub mod api;
+pub mod approve;
 pub mod audit;
 pub mod chain;
 pub mod config;

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 ok / accepted, 1 rejected or failed check, 2 unusable input or usage.
 
+mod approve_cmd;
 mod chain_cmd;
 mod image;
 mod input;
@@ -99,6 +100,11 @@ enum Command {
     /// the receipts' chain), and replay sampled rounds with `conclave-enclave replay`.
     /// Exit 0 all good, 1 something failed (named), 2 unusable input.
     Audit(AuditArgs),
+    /// As one of a job's appointed verifiers: appraise an operator's approval request (its
+    /// enclave's evidence under the job document's policy, the key binding, the consent) and
+    /// sign the EIP-712 approval the contract needs to register the key. Exit 0 approved,
+    /// 1 refused (the reason is printed), 2 unusable input.
+    Approve(approve_cmd::ApproveArgs),
     /// The chain: a local dev node with the ConclaveTraining contract deployed.
     Chain {
         #[command(subcommand)]
@@ -313,6 +319,7 @@ fn main() -> ExitCode {
         Command::Chain { command } => chain_cmd::run(command),
         Command::Demo(a) => run_demo(a),
         Command::Audit(a) => run_audit(a),
+        Command::Approve(a) => approve_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -11,8 +11,10 @@ use conclave_attestation::{
     AcceptedEvidence, BindingContext, EnclaveAddress, Endorsements, Evidence, JobId, Measurement,
     Nonce, Policy, UnixTime, appraise,
 };
+use conclave_protocol::channel::Blob;
 use conclave_protocol::channel::{JobSpec, PeerEvidence, Request, Response};
-use conclave_protocol::{Hash32, JobAccepted, Signed, Statement, job_domain};
+use conclave_protocol::job::JOB_DOCUMENT_VERSION;
+use conclave_protocol::{Hash32, JobAccepted, JobDocument, Signed, Statement, job_domain};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -79,11 +81,16 @@ pub struct PublishedSpec {
 }
 
 /// What `conclave run`, `conclave node` and the demo derive from a job section before
-/// launching: the config text, the customer's published facts (`conclave-enclave spec`), the
-/// job id, the appraisal policy, the envelope domain and the launch with its program resolved.
+/// launching: the customer's published facts (`conclave-enclave spec`), the job document every
+/// enclave obeys and its hash (the spec hash the chain records), the job id, the appraisal
+/// policy (the document's), the envelope domain and the launch with its program resolved.
 pub struct PreparedJob {
-    pub config_text: String,
     pub published: PublishedSpec,
+    /// The job document's bytes, as every enclave of the job gets them.
+    pub document: Vec<u8>,
+    pub doc: JobDocument,
+    /// SHA-256 of `document`.
+    pub spec_hash: Hash32,
     pub job: JobId,
     pub policy: Policy,
     pub domain: String,
@@ -104,15 +111,50 @@ impl PreparedJob {
     pub fn spec(&self, index: u32) -> JobSpec {
         JobSpec {
             job_id: self.job,
-            config: self.config_text.clone(),
-            config_hash: self.published.config_hash,
-            data_root: self.published.data_root,
+            document: Blob(self.document.clone()),
+            spec_hash: self.spec_hash,
             operator: index,
-            operators: self.operators,
-            policy: self.policy.to_toml(),
-            initial_model_hash: Some(self.published.initial_model_hash),
         }
     }
+}
+
+/// The job document of a job section and its published facts: the config as written, the
+/// enclave's config hash, dataset root and initial model, the operator count, the quorum, the
+/// kind of enclave and the appraisal policy (sim: the sim measurement unless measurements are
+/// listed). Every party that starts from the same section and data gets the same bytes, so the
+/// customer's spec hash on chain is each node's.
+pub fn job_document(
+    jobcfg: &JobSection,
+    config_text: &str,
+    published: &PublishedSpec,
+) -> Result<JobDocument> {
+    let sim = jobcfg.tee == conclave_protocol::JobTee::Sim;
+    let mut policy = Policy {
+        allow_sim: jobcfg.allow_sim.unwrap_or(sim),
+        ..Policy::default()
+    };
+    policy.measurements = if jobcfg.measurements.is_empty() && sim {
+        vec![conclave_attestation::sim::default_sim_measurement()]
+    } else {
+        jobcfg
+            .measurements
+            .iter()
+            .map(|m| Measurement::from_hex(m))
+            .collect::<Result<_, _>>()?
+    };
+    let doc = JobDocument {
+        version: JOB_DOCUMENT_VERSION,
+        tee: jobcfg.tee,
+        config: config_text.to_string(),
+        config_hash: published.config_hash,
+        data_root: published.data_root,
+        initial_model_hash: published.initial_model_hash,
+        operators: jobcfg.operators,
+        quorum_bps: jobcfg.quorum_bps,
+        policy,
+    };
+    doc.check().context("the job document")?;
+    Ok(doc)
 }
 
 /// Prepares a job for sim enclaves (qemu needs SEV-SNP or TDX hardware with KVM).
@@ -153,23 +195,14 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
     }
     let published: PublishedSpec =
         serde_json::from_slice(&out.stdout).context("reading the published spec")?;
+    let doc = job_document(jobcfg, &config_text, &published)?;
+    let document = doc.encode();
+    let spec_hash = JobDocument::spec_hash(&document);
     let job = match &jobcfg.id {
         Some(id) => JobId::from_hex(id).map_err(|e| anyhow::anyhow!("job.id: {e}"))?,
-        None => JobId(Sha256::digest(published.config_hash.to_hex().as_bytes()).into()),
+        None => JobId(Sha256::digest(spec_hash.to_hex().as_bytes()).into()),
     };
-    let mut policy = Policy {
-        allow_sim: jobcfg.allow_sim.unwrap_or(true),
-        ..Policy::default()
-    };
-    policy.measurements = if jobcfg.measurements.is_empty() {
-        vec![conclave_attestation::sim::default_sim_measurement()]
-    } else {
-        jobcfg
-            .measurements
-            .iter()
-            .map(|m| Measurement::from_hex(m))
-            .collect::<Result<_, _>>()?
-    };
+    let policy = doc.policy.clone();
     let launch = Launch::Sim {
         program: Some(program.clone()),
         corpus: corpus.clone(),
@@ -177,9 +210,11 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         threads: *threads,
     };
     Ok(PreparedJob {
-        config_text,
         published,
-        domain: job_domain(&job),
+        document,
+        doc,
+        domain: job_domain(&job, &spec_hash),
+        spec_hash,
         job,
         policy,
         launch,
@@ -274,6 +309,13 @@ pub fn launch_operator(
         },
         &job.domain,
     )?;
+    if accepted.statement.spec_hash != job.spec_hash {
+        bail!(
+            "operator {index}: the enclave loaded spec {}, not the job's {}",
+            accepted.statement.spec_hash,
+            job.spec_hash
+        );
+    }
     if accepted.statement.model_hash != job.published.initial_model_hash {
         bail!(
             "operator {index}: the enclave starts from model {}, not the job's initial {}",

@@ -390,7 +390,7 @@ mod tests {
             base_model: base,
             body: b"body".to_vec(),
         };
-        Signed::seal(&key, &job_domain(&job), stmt, ev.hash())
+        Signed::seal(&key, &job_domain(&job, &Hash32::ZERO), stmt, ev.hash())
             .unwrap()
             .bytes
     }

@@ -80,6 +80,9 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
         .context("the operator config has no [job] section")?;
     let store = JobStore::create(&cfg.storage.dir)?;
     let job = prepare_job(jobcfg, &cfg.enclave)?;
+    // The document every enclave of the job obeys, kept for auditors (its hash is the spec
+    // hash the enclaves' statements name).
+    crate::store::write_atomic(&store.document(), &job.document)?;
     let domain = job.domain.clone();
 
     // Every operator: launch, hello, appraise, load the job (from the job's initial model).

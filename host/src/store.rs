@@ -186,6 +186,25 @@ impl JobStore {
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.json")
     }
+    /// `job-document.json`: the job document every enclave of the job obeys (its SHA-256 is
+    /// the spec hash), kept so that an auditor checks receipts against it.
+    pub fn document(&self) -> PathBuf {
+        self.root.join("job-document.json")
+    }
+    /// `approval-request.json`: the node's request for the verifiers' approval of its key.
+    pub fn approval_request(&self) -> PathBuf {
+        self.root.join("approval-request.json")
+    }
+    /// `approvals/`: verifiers' approvals of the request, one JSON file each.
+    pub fn approvals_dir(&self) -> PathBuf {
+        self.root.join("approvals")
+    }
+    /// `certificates/round-RRRRRR.json`: the round certificate the node assembled.
+    pub fn certificate(&self, round: u64) -> PathBuf {
+        self.root
+            .join("certificates")
+            .join(format!("round-{round:06}.json"))
+    }
     pub fn node_key(&self) -> PathBuf {
         self.root.join("node.key")
     }

@@ -353,8 +353,18 @@ fn every_route_answers_and_a_posted_job_runs() {
         .unwrap();
     let env =
         Envelope::decode(&STANDARD.decode(r0["envelope"].as_str().unwrap()).unwrap()).unwrap();
+    // Signed in the job's domain, which names the hash of the job document the run kept.
+    let spec = conclave_protocol::Hash32::sha256(
+        &std::fs::read(
+            dir.path()
+                .join("store/jobs")
+                .join(&id)
+                .join("job-document.json"),
+        )
+        .unwrap(),
+    );
     env.verify_as(
-        &format!("conclave/v1/job/{id}"),
+        &format!("conclave/v1/job/{id}/spec/{spec}"),
         "round-receipt",
         &acc,
         &ctx,

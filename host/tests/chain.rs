@@ -4,10 +4,13 @@
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
-use conclave_attestation::EnclaveKey;
-use conclave_attestation::eip712::{Domain, job_word};
+use conclave_attestation::eip712::{
+    CheckpointStatement, Domain, JobTerms, job_word, sorted_members, update_set_hash,
+};
+use conclave_attestation::{EnclaveAddress, EnclaveKey};
 use conclave_host::chain::{
-    Anvil, Chain, ChainError, ChainOptions, ContractError, DeployParams, JobSpec, Submitted,
+    Anvil, Certificate, Chain, ChainError, ChainOptions, ContractError, DeployParams, JobSpec,
+    Submitted,
 };
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -23,8 +26,38 @@ fn reverted(e: &anyhow::Error) -> &ContractError {
     }
 }
 
-fn checkpoint_sig(k: &EnclaveKey, d: &Domain, job: u64, round: u64, m: B256, r: B256) -> [u8; 65] {
-    k.sign_checkpoint(d, &job_word(job), round, &m.0, &r.0)
+fn statement(round: u64, m: B256, r: B256, members: &[EnclaveAddress]) -> CheckpointStatement {
+    CheckpointStatement {
+        round,
+        model_hash: m.0,
+        receipt_hash: r.0,
+        update_set: update_set_hash(members),
+    }
+}
+
+/// A certificate of `round` signed by `signers` over `members`' updates.
+fn certificate(
+    d: &Domain,
+    terms: &JobTerms,
+    round: u64,
+    m: B256,
+    r: B256,
+    members: &[EnclaveAddress],
+    signers: &[&EnclaveKey],
+) -> Certificate {
+    let st = statement(round, m, r, members);
+    let mut signatures: Vec<(Address, [u8; 65])> = signers
+        .iter()
+        .map(|k| (addr(k), k.sign_checkpoint(d, terms, &st)))
+        .collect();
+    signatures.sort_by_key(|(a, _)| *a);
+    Certificate {
+        round,
+        model_hash: m,
+        receipt_hash: r,
+        members: members.iter().map(|a| Address::from(a.0)).collect(),
+        signatures,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +85,8 @@ async fn a_job_from_creation_to_payout_on_a_real_anvil() {
         .unwrap();
     let domain = customer.domain();
     assert_eq!(domain.chain_id, 31337);
+    // The customer is the job's verifier; its approvals are signed with its account key.
+    let verifier = EnclaveKey::from_bytes(&customer_key.to_bytes().into()).unwrap();
 
     let measurement = keccak256([0x42u8; 48]);
     let now = anvil.now().await.unwrap();
@@ -66,95 +101,181 @@ async fn a_job_from_creation_to_payout_on_a_real_anvil() {
         total_rounds: 2,
         checkpoint_interval: 1,
         deadline: now + 3600,
+        verifiers: vec![customer_key.address()],
+        verifier_threshold: 1,
+        quorum_bps: 6000,
+        min_round_seconds: 60,
     };
     let job = customer.create_job(&spec).await.unwrap();
     let other_job = customer.create_job(&spec).await.unwrap();
     assert_ne!(job, other_job);
+    let terms = JobTerms {
+        job_id: job_word(job),
+        spec_hash: spec.spec_hash.0,
+        dataset_root: spec.dataset_root.0,
+    };
+    assert_eq!(customer.verifiers(job).await.unwrap(), spec.verifiers);
 
-    // Three operators join and register enclave keys with the enclaves' consent.
+    // Three operators join and register enclave keys with the enclaves' consent and the
+    // verifier's approval.
     let enclaves: Vec<EnclaveKey> = (0..3).map(|_| EnclaveKey::generate()).collect();
     let mut ops = Vec::new();
     for (k, e) in keys[1..4].iter().zip(&enclaves) {
         let op = customer.as_account(&url, k).await.unwrap();
         op.join(job).await.unwrap();
         let evidence = keccak256(e.public_xy());
-        let sig = e.sign_registration(
-            &domain,
+        let operator = k.address().into_array();
+        let sig = e.sign_registration(&domain, &terms, &operator, &evidence.0, &measurement.0);
+        let approval_digest = domain.approval_digest(
             &job_word(job),
-            &k.address().into_array(),
+            &operator,
+            &e.address(),
             &evidence.0,
             &measurement.0,
         );
-        // Consent signed for another operator does not register.
+        let approval = verifier.sign_digest(&approval_digest);
         if ops.is_empty() {
-            let wrong = e.sign_registration(
-                &domain,
-                &job_word(job),
-                &[9u8; 20],
-                &evidence.0,
-                &measurement.0,
+            // Our digests are the contract's.
+            let on_chain = customer
+                .contract
+                .approvalDigest(U256::from(job), k.address(), addr(e), evidence, measurement)
+                .call()
+                .await
+                .unwrap();
+            assert_eq!(on_chain.0, approval_digest);
+            let on_chain = customer
+                .contract
+                .registrationDigest(U256::from(job), k.address(), evidence, measurement)
+                .call()
+                .await
+                .unwrap();
+            assert_eq!(
+                on_chain.0,
+                domain.registration_digest(&terms, &operator, &evidence.0, &measurement.0)
             );
+            // Consent signed for another operator does not register.
+            let wrong =
+                e.sign_registration(&domain, &terms, &[9u8; 20], &evidence.0, &measurement.0);
             let err = op
-                .register_enclave(job, addr(e), evidence, measurement, &wrong)
+                .register_enclave(job, addr(e), evidence, measurement, &wrong, &[approval])
                 .await
                 .unwrap_err();
             assert!(
                 matches!(reverted(&err), ContractError::InvalidSignature(_)),
                 "{err:#}"
             );
+            // A key nobody approved (self-made) does not register, nor does one approved by
+            // someone who is not the job's verifier.
+            let err = op
+                .register_enclave(job, addr(e), evidence, measurement, &sig, &[])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(reverted(&err), ContractError::NotEnoughApprovals(_)),
+                "{err:#}"
+            );
+            let stranger = EnclaveKey::generate().sign_digest(&approval_digest);
+            let err = op
+                .register_enclave(job, addr(e), evidence, measurement, &sig, &[stranger])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(reverted(&err), ContractError::UnknownApprover(_)),
+                "{err:#}"
+            );
         }
-        op.register_enclave(job, addr(e), evidence, measurement, &sig)
+        op.register_enclave(job, addr(e), evidence, measurement, &sig, &[approval])
             .await
             .unwrap();
         ops.push(op);
     }
     customer.start_job(job).await.unwrap();
+    assert_eq!(customer.quorum_needed(job).await.unwrap(), 2);
 
-    // Our EIP-712 digest is the contract's.
-    let (m1, r1) = (keccak256(b"model 1"), keccak256(b"receipt 1"));
-    let onchain = customer
+    // Our EIP-712 checkpoint digest is the contract's.
+    let members = sorted_members(enclaves.iter().map(|e| e.address()));
+    let (m1, r1) = (keccak256(b"model 1"), keccak256(b"outcome 1"));
+    let st = statement(1, m1, r1, &members);
+    let on_chain = customer
         .contract
-        .checkpointDigest(U256::from(job), 1, m1, r1)
+        .checkpointDigest(U256::from(job), 1, m1, r1, B256::from(st.update_set))
         .call()
         .await
         .unwrap();
-    assert_eq!(
-        onchain.0,
-        domain.checkpoint_digest(&job_word(job), 1, &m1.0, &r1.0)
+    assert_eq!(on_chain.0, domain.checkpoint_digest(&terms, &st));
+
+    // One enclave alone cannot certify a round; before the job's minimum round time nobody
+    // can; a quorum of two after it can, and every member is credited.
+    let two = certificate(
+        &domain,
+        &terms,
+        1,
+        m1,
+        r1,
+        &members,
+        &enclaves[..2].iter().collect::<Vec<_>>(),
     );
-
-    // Round 1: every enclave signs the same checkpoint; the first fixes the round.
-    for (i, (op, e)) in ops.iter().zip(&enclaves).enumerate() {
-        let sig = checkpoint_sig(e, &domain, job, 1, m1, r1);
-        match op.submit_checkpoint(job, 1, m1, r1, &sig).await.unwrap() {
-            Submitted::Landed { accepted, .. } => assert_eq!(accepted, i == 0),
-            Submitted::Already => panic!("first submission reported as already landed"),
-        }
-        // Resending is harmless.
-        assert_eq!(
-            op.submit_checkpoint(job, 1, m1, r1, &sig).await.unwrap(),
-            Submitted::Already
-        );
+    let err = ops[0].submit_certificate(job, &two).await.unwrap_err();
+    assert!(
+        matches!(reverted(&err), ContractError::TooEarly(_)),
+        "{err:#}"
+    );
+    anvil.advance_time(61).await.unwrap();
+    let alone = certificate(&domain, &terms, 1, m1, r1, &members, &[&enclaves[0]]);
+    let err = ops[0].submit_certificate(job, &alone).await.unwrap_err();
+    assert!(
+        matches!(reverted(&err), ContractError::NoQuorum(_)),
+        "{err:#}"
+    );
+    match ops[1].submit_certificate(job, &two).await.unwrap() {
+        Submitted::Landed { credited, .. } => assert_eq!(credited, 3),
+        Submitted::Already => panic!("the first certificate reported as already landed"),
     }
+    // Resending (or another relayer's copy) is harmless.
+    assert_eq!(
+        ops[2].submit_certificate(job, &two).await.unwrap(),
+        Submitted::Already
+    );
     let cp = customer.checkpoint(job, 1).await.unwrap();
-    assert_eq!((cp.modelHash, cp.operator), (m1, keys[1].address()));
+    assert_eq!((cp.modelHash, cp.receiptHash, cp.signers), (m1, r1, 2));
 
-    // An unregistered key, a signature made for another job, and one made for another chain
-    // are refused.
+    // Signatures from an unregistered key, made for another job, or made for another chain
+    // do not count.
+    anvil.advance_time(61).await.unwrap();
+    let (m2, r2) = (keccak256(b"model 2"), keccak256(b"outcome 2"));
     let stranger = EnclaveKey::generate();
-    let (m2, r2) = (keccak256(b"model 2"), keccak256(b"receipt 2"));
-    let sig = checkpoint_sig(&stranger, &domain, job, 2, m2, r2);
+    let with_stranger = certificate(
+        &domain,
+        &terms,
+        2,
+        m2,
+        r2,
+        &members,
+        &[&enclaves[0], &stranger],
+    );
     let err = ops[0]
-        .submit_checkpoint(job, 2, m2, r2, &sig)
+        .submit_certificate(job, &with_stranger)
         .await
         .unwrap_err();
     assert!(
         matches!(reverted(&err), ContractError::UnknownEnclaveKey(_)),
         "{err:#}"
     );
-    let for_other_job = checkpoint_sig(&enclaves[0], &domain, other_job, 2, m2, r2);
+    let other_terms = JobTerms {
+        job_id: job_word(other_job),
+        ..terms
+    };
+    let for_other_job = certificate(
+        &domain,
+        &other_terms,
+        2,
+        m2,
+        r2,
+        &members,
+        &enclaves[..2].iter().collect::<Vec<_>>(),
+    );
     let err = ops[0]
-        .submit_checkpoint(job, 2, m2, r2, &for_other_job)
+        .submit_certificate(job, &for_other_job)
         .await
         .unwrap_err();
     assert!(
@@ -165,9 +286,17 @@ async fn a_job_from_creation_to_payout_on_a_real_anvil() {
         chain_id: 1,
         ..domain
     };
-    let for_other_chain = checkpoint_sig(&enclaves[0], &other_chain, job, 2, m2, r2);
+    let for_other_chain = certificate(
+        &other_chain,
+        &terms,
+        2,
+        m2,
+        r2,
+        &members,
+        &enclaves[..2].iter().collect::<Vec<_>>(),
+    );
     let err = ops[0]
-        .submit_checkpoint(job, 2, m2, r2, &for_other_chain)
+        .submit_certificate(job, &for_other_chain)
         .await
         .unwrap_err();
     assert!(
@@ -177,15 +306,18 @@ async fn a_job_from_creation_to_payout_on_a_real_anvil() {
 
     // Operator 3's enclave equivocates on round 1; anyone can prove it.
     let forged = keccak256(b"another model 1");
+    let us = B256::from(update_set_hash(&members));
     let a = (
         m1,
         r1,
-        checkpoint_sig(&enclaves[2], &domain, job, 1, m1, r1),
+        us,
+        enclaves[2].sign_checkpoint(&domain, &terms, &statement(1, m1, r1, &members)),
     );
     let b = (
         forged,
         r1,
-        checkpoint_sig(&enclaves[2], &domain, job, 1, forged, r1),
+        us,
+        enclaves[2].sign_checkpoint(&domain, &terms, &statement(1, forged, r1, &members)),
     );
     let reporter = customer.as_account(&url, reporter_key).await.unwrap();
     let before = reporter.balance(reporter_key.address()).await.unwrap();
@@ -198,12 +330,18 @@ async fn a_job_from_creation_to_payout_on_a_real_anvil() {
         "{err:#}"
     );
 
-    // Round 2 completes the job; after the grace period the honest operators are paid.
-    let (m2, r2) = (keccak256(b"model 2"), keccak256(b"receipt 2"));
-    for (op, e) in ops[..2].iter().zip(&enclaves) {
-        let sig = checkpoint_sig(e, &domain, job, 2, m2, r2);
-        op.submit_checkpoint(job, 2, m2, r2, &sig).await.unwrap();
-    }
+    // Round 2 completes the job (two active operators left: both must sign); after the grace
+    // period the honest operators are paid.
+    let cert = certificate(
+        &domain,
+        &terms,
+        2,
+        m2,
+        r2,
+        &members,
+        &enclaves[..2].iter().collect::<Vec<_>>(),
+    );
+    ops[0].submit_certificate(job, &cert).await.unwrap();
     assert_eq!(customer.job(job).await.unwrap().latestRound, 2);
     // Leaving starts unbonding; stake and payment come out after the delay and the grace.
     for op in &ops[..2] {

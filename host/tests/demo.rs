@@ -120,7 +120,7 @@ async fn the_demo_runs_end_to_end_and_audit_catches_tampering() {
     assert!(!r.pass);
     let f = failures(&r);
     assert!(
-        f.contains("checkpoint 4: weights hash to the committed model"),
+        f.contains("checkpoint 4: weights hash to the certified model"),
         "{f}"
     );
     assert!(!f.contains("checkpoint 2:"), "{f}");
@@ -137,11 +137,11 @@ async fn the_demo_runs_end_to_end_and_audit_catches_tampering() {
     let r = audit(&input(d)).await.unwrap();
     let f = failures(&r);
     assert!(
-        f.contains("checkpoint 4: weights hash to the committed model"),
+        f.contains("checkpoint 4: weights hash to the certified model"),
         "{f}"
     );
     assert!(
-        f.contains("checkpoint 4: signed manifest names the committed model"),
+        f.contains("checkpoint 4: signed manifest names the certified model"),
         "{f}"
     );
 
@@ -203,7 +203,7 @@ async fn the_demo_runs_end_to_end_and_audit_catches_tampering() {
     let text = String::from_utf8_lossy(&bad.stdout).to_string();
     assert_eq!(bad.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("weights hash to the committed model"),
+        text.contains("weights hash to the certified model"),
         "{text}"
     );
     assert_eq!(cli(&o.node_dirs[0], 99).status.code(), Some(2));

@@ -238,7 +238,7 @@ fn four_nodes_agree_on_the_model_every_round() {
 }
 
 /// A rogue operator: announces valid sim evidence as operator 4, then misbehaves.
-fn rogue(bootstrap: Multiaddr, stop: Arc<AtomicBool>) -> Vec<String> {
+fn rogue(bootstrap: Multiaddr, spec: String, stop: Arc<AtomicBool>) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -253,7 +253,7 @@ fn rogue(bootstrap: Multiaddr, stop: Arc<AtomicBool>) -> Vec<String> {
             .unwrap();
         let topic = |k: Kind| IdentTopic::new(k.topic(JOB));
         let job = JobId::from_hex(JOB).unwrap();
-        let domain = format!("conclave/v1/job/{JOB}");
+        let domain = format!("conclave/v1/job/{JOB}/spec/{spec}");
         let att = SimAttester::new(SimConfig::default()).unwrap();
         let identity_of = |seed: u8| {
             let key = EnclaveKey::generate();
@@ -380,7 +380,14 @@ fn a_rogue_peer_is_rejected_and_the_honest_nodes_still_agree() {
     let (mut nodes, boot) = start_nodes(d, 4, 5, 3, "quorum = 4\nround_timeout_s = 8\n");
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    let rogue = std::thread::spawn(move || rogue(boot, s2));
+    // The rogue signs in the job's domain (it names the job document's hash, which node 0
+    // keeps in its folder).
+    let doc = nodes[0].dir.join("store/job-document.json");
+    wait_for("node 0's job document", Duration::from_secs(60), || {
+        doc.exists()
+    });
+    let spec = conclave_protocol::Hash32::sha256(&std::fs::read(&doc).unwrap()).to_hex();
+    let rogue = std::thread::spawn(move || rogue(boot, spec, s2));
     wait_all(&mut nodes, Duration::from_secs(240));
     stop.store(true, Ordering::Relaxed);
     let done = rogue.join().unwrap();

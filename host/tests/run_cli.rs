@@ -10,6 +10,7 @@ use conclave_attestation::sim::default_sim_measurement;
 use conclave_attestation::{
     BindingContext, Endorsements, Envelope, Evidence, JobId, Nonce, Policy, UnixTime, appraise,
 };
+use conclave_protocol::Hash32;
 use conclave_protocol::receipt::RoundReceipt;
 
 use common::{enclave_program, root};
@@ -82,7 +83,9 @@ fn run_trains_rounds_on_sim_enclaves_and_stores_verifiable_results() {
             job_id: JobId::from_hex(job).unwrap(),
             nonce: Nonce::from_hex(info["nonce"].as_str().unwrap()).unwrap(),
         };
-        let domain = format!("conclave/v1/job/{job}");
+        // Statements are signed in the job's domain, which names the job document's hash.
+        let spec = Hash32::sha256(&std::fs::read(store.join("job-document.json")).unwrap());
+        let domain = format!("conclave/v1/job/{job}/spec/{spec}");
         for round in 0..2 {
             let bytes =
                 std::fs::read(store.join(format!("rounds/{round:06}/receipt-{i}.env"))).unwrap();

@@ -78,28 +78,21 @@ pub struct PeerEvidence {
     pub nonce: Nonce,
 }
 
-/// What an enclave is asked to work on. The enclave recomputes `config_hash` from `config`
-/// and the dataset root from its data, and refuses the job when either differs.
+/// What an enclave is asked to work on: the job document ([`crate::job::JobDocument`]) as
+/// published, the spec hash the host says the chain records for it, and this operator's slot.
+/// The enclave hashes the document itself and refuses it when the hash differs from
+/// `spec_hash`; it takes the config, the dataset root, the initial model, the operator count
+/// and the appraisal policy from the document and nowhere else.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub job_id: JobId,
-    /// The training configuration (TOML), as the customer published it.
-    pub config: String,
-    /// SHA-256 of the canonical configuration (`TrainConfig::hash`).
-    pub config_hash: Hash32,
-    /// Merkle root of the dataset's shard hashes.
-    pub data_root: Hash32,
+    /// The job document's bytes.
+    pub document: Blob,
+    /// SHA-256 of the document as the chain (or the customer) names it.
+    pub spec_hash: Hash32,
     /// This operator's index in the active set (its shard assignment).
     pub operator: u32,
-    /// The size of the active set.
-    pub operators: u32,
-    /// The appraisal policy (TOML) peers' evidence must pass.
-    pub policy: String,
-    /// SHA-256 model hash of the job's initial weights, hex: the only checkpoint the enclave
-    /// loads without a signed manifest.
-    #[serde(default)]
-    pub initial_model_hash: Option<Hash32>,
 }
 
 /// Host → enclave.
@@ -153,6 +146,14 @@ pub enum Request {
         job: u64,
         round: u64,
     },
+    /// The enclave's word that libp2p peer `peer_id` (and, with a chain, operator account
+    /// `account`) speaks for it: answered by a signed `announce` statement naming the loaded
+    /// job and this operator's slot.
+    SignAnnounce {
+        peer_id: String,
+        #[serde(default)]
+        account: Option<String>,
+    },
     /// Stop serving.
     Shutdown,
 }
@@ -185,11 +186,17 @@ pub enum Response {
         measurement: Hash32,
         signature: String,
     },
-    /// A signed checkpoint statement.
+    /// A signed checkpoint statement (EIP-712 `Checkpoint`, which also names the job's spec
+    /// hash and dataset root): `receipt_hash` is the round's outcome
+    /// ([`crate::receipt::RoundReceipt::outcome_hash`]), `members` the enclaves whose updates
+    /// the round aggregated, ascending (their `keccak256(abi.encodePacked(...))` is the
+    /// statement's `updateSet`). Enclaves that closed the round the same way sign the same
+    /// statement; a quorum of them is the round's certificate.
     Commitment {
         round: u64,
         model_hash: Hash32,
         receipt_hash: Hash32,
+        members: Vec<EnclaveAddress>,
         signature: String,
     },
     Bye,

@@ -42,6 +42,8 @@ pub const MAX_ADDRS: usize = 16;
 pub const MAX_ADDR_LEN: usize = 256;
 /// Largest operator set.
 pub const MAX_OPERATORS: u32 = 1024;
+/// The most enclaves a round's update set names (the contract's bound).
+pub const MAX_MEMBERS: usize = 256;
 
 /// Why a gossip message was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -178,6 +180,27 @@ pub struct Heartbeat {
     /// keeps every receipt (an auditor finds the one a checkpoint on chain names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Blob>,
+    /// At an on-chain checkpoint round: the enclave's EIP-712 checkpoint statement, which
+    /// peers gather into the round's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<Commitment>,
+}
+
+/// An enclave's checkpoint statement for an on-chain round (EIP-712 `Checkpoint`, which also
+/// names the job's spec hash and dataset root): the model, the round's outcome
+/// (`RoundReceipt::outcome_hash`) and the enclaves whose updates the round aggregated. A
+/// quorum of the same statement is the round's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commitment {
+    /// The on-chain round (rounds closed).
+    pub round: u64,
+    pub model_hash: Hash32,
+    pub receipt_hash: Hash32,
+    /// Strictly ascending.
+    pub members: Vec<EnclaveAddress>,
+    /// r ‖ s ‖ v, 130 hex digits.
+    pub signature: String,
 }
 
 /// Any gossip message.
@@ -338,6 +361,25 @@ impl Message {
                 if h.receipt.as_ref().is_some_and(|r| r.0.is_empty()) {
                     return Err(field("receipt", "empty"));
                 }
+                if let Some(c) = &h.commitment {
+                    if c.round == 0 {
+                        return Err(field("commitment.round", "0 (rounds start at 1)"));
+                    }
+                    if c.members.is_empty() || c.members.len() > MAX_MEMBERS {
+                        return Err(field(
+                            "commitment.members",
+                            format!("{} members (1 to {MAX_MEMBERS})", c.members.len()),
+                        ));
+                    }
+                    if c.members.windows(2).any(|w| w[0].0 >= w[1].0) {
+                        return Err(field("commitment.members", "not strictly ascending"));
+                    }
+                    if c.signature.len() != 130
+                        || !c.signature.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return Err(field("commitment.signature", "not 65 bytes of hex"));
+                    }
+                }
                 Ok(())
             }
         }
@@ -399,17 +441,99 @@ mod tests {
                 round: 3,
                 model_hash: Hash32([0xef; 32]),
                 receipt: None,
+                commitment: None,
             }),
             Message::Heartbeat(Heartbeat {
                 operator: 1,
                 round: 3,
                 model_hash: Hash32([0xef; 32]),
                 receipt: Some(Blob(vec![7; 3000])),
+                commitment: Some(commitment()),
             }),
         ] {
             let b = m.encode().unwrap();
             assert_eq!(Message::decode(&b).unwrap(), m);
             assert_eq!(Message::decode_as(&b, m.kind()).unwrap(), m);
+        }
+    }
+
+    fn commitment() -> Commitment {
+        Commitment {
+            round: 4,
+            model_hash: Hash32([1; 32]),
+            receipt_hash: Hash32([2; 32]),
+            members: vec![EnclaveAddress([3; 20]), EnclaveAddress([4; 20])],
+            signature: "ab".repeat(65),
+        }
+    }
+
+    #[test]
+    fn commitments_are_bounded_and_canonical() {
+        let hb = |c: Commitment| {
+            Message::Heartbeat(Heartbeat {
+                operator: 1,
+                round: 3,
+                model_hash: Hash32([0xef; 32]),
+                receipt: None,
+                commitment: Some(c),
+            })
+        };
+        let cases: Vec<(Commitment, &str)> = vec![
+            (
+                Commitment {
+                    round: 0,
+                    ..commitment()
+                },
+                "commitment.round",
+            ),
+            (
+                Commitment {
+                    members: vec![],
+                    ..commitment()
+                },
+                "commitment.members",
+            ),
+            (
+                Commitment {
+                    members: vec![EnclaveAddress([4; 20]), EnclaveAddress([3; 20])],
+                    ..commitment()
+                },
+                "commitment.members",
+            ),
+            (
+                Commitment {
+                    members: vec![EnclaveAddress([3; 20]), EnclaveAddress([3; 20])],
+                    ..commitment()
+                },
+                "commitment.members",
+            ),
+            (
+                Commitment {
+                    members: (0..=MAX_MEMBERS as u32)
+                        .map(|i| {
+                            let mut a = [0u8; 20];
+                            a[16..].copy_from_slice(&i.to_be_bytes());
+                            EnclaveAddress(a)
+                        })
+                        .collect(),
+                    ..commitment()
+                },
+                "commitment.members",
+            ),
+            (
+                Commitment {
+                    signature: "zz".repeat(65),
+                    ..commitment()
+                },
+                "commitment.signature",
+            ),
+        ];
+        for (c, name) in cases {
+            let m = hb(c);
+            match m.encode() {
+                Err(GossipError::Field { field, .. }) => assert_eq!(field, name),
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 

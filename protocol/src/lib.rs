@@ -7,7 +7,8 @@
 //! update that trainers exchange every round ([`update`]) and the small packings it is made of
 //! ([`pack`]), TOPLOC proofs ([`toploc`]), the host-enclave channel ([`channel`]), gossip and
 //! checkpoint-sync messages ([`gossip`], [`sync`]), dataset shards and Merkle roots
-//! ([`dataset`]) and the model architecture a manifest names ([`model`]).
+//! ([`dataset`]), the model architecture a manifest names ([`model`]) and the job document
+//! every enclave of a job obeys ([`job`]).
 //!
 //! **Must not**: depend on tch or tokio (this crate is what a verifier outside the enclave
 //! links), read clocks, files or sockets, allocate before bounding a size, or panic on input.
@@ -20,6 +21,7 @@ pub mod channel;
 pub mod dataset;
 pub mod gossip;
 pub mod hash;
+pub mod job;
 pub mod model;
 pub mod pack;
 pub mod receipt;
@@ -29,9 +31,10 @@ pub mod toploc;
 pub mod update;
 
 pub use hash::Hash32;
+pub use job::{JobDocument, JobDocumentError, JobTee};
 pub use statement::{
-    CheckpointManifest, JobAccepted, Signed, Statement, StatementError, StatementKind,
-    UpdatePayload, job_domain,
+    AnnounceStatement, CheckpointManifest, JobAccepted, Signed, Statement, StatementError,
+    StatementKind, UpdatePayload, job_domain,
 };
 pub use update::{
     BlockShape, Codebook, DecodeLimits, IndexEncoding, SparseUpdate, TensorUpdate, Transform,

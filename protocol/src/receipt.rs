@@ -95,6 +95,25 @@ pub enum ReceiptError {
 }
 
 impl RoundReceipt {
+    /// The round's outcome that every enclave which closed it from the same model with the same
+    /// updates agrees on, whatever its own probe and proofs: SHA-256 of
+    /// `"conclave/v1/round-outcome" ‖ round (u64 BE) ‖ model before ‖ model after ‖ update count
+    /// (u32 BE) ‖ the update hashes in aggregation order`. This is the `receiptHash` of the
+    /// on-chain checkpoint statement, so a quorum of enclaves can sign one statement and an
+    /// auditor recomputes it from any member's receipt.
+    pub fn outcome_hash(&self) -> Hash32 {
+        let mut bytes = Vec::with_capacity(100 + 32 * self.updates.len());
+        bytes.extend_from_slice(b"conclave/v1/round-outcome");
+        bytes.extend_from_slice(&self.round.to_be_bytes());
+        bytes.extend_from_slice(&self.model_hash_before.0);
+        bytes.extend_from_slice(&self.model_hash_after.0);
+        bytes.extend_from_slice(&(self.updates.len() as u32).to_be_bytes());
+        for u in &self.updates {
+            bytes.extend_from_slice(&u.0);
+        }
+        Hash32::sha256(&bytes)
+    }
+
     /// Parses and checks a receipt.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ReceiptError> {
         if bytes.len() > MAX_RECEIPT_BYTES {
@@ -213,6 +232,25 @@ mod tests {
             proofs_before: vec!["x".into(), "y".into()],
             proofs_after: vec!["x".into(), "y".into()],
             loss: 3.5,
+        }
+    }
+
+    #[test]
+    fn outcome_hash_ignores_each_enclaves_own_proofs() {
+        let a = sample();
+        let mut b = a.clone();
+        b.proofs_before = vec!["AAAA".into()];
+        b.loss += 1.0;
+        assert_eq!(a.outcome_hash(), b.outcome_hash());
+        for change in 0..4 {
+            let mut c = a.clone();
+            match change {
+                0 => c.round += 1,
+                1 => c.model_hash_after = Hash32([0xee; 32]),
+                2 => c.model_hash_before = Hash32([0xee; 32]),
+                _ => c.updates.push(Hash32([0xee; 32])),
+            }
+            assert_ne!(a.outcome_hash(), c.outcome_hash(), "change {change}");
         }
     }
 

@@ -1,9 +1,9 @@
 //! Signed statements, typed by what they carry.
 //!
-//! An enclave states four things, each as a payload inside a signed [`Envelope`] in the job's
+//! An enclave states five things, each as a payload inside a signed [`Envelope`] in the job's
 //! domain ([`job_domain`]): it took a job ([`JobAccepted`]), its update for a round
-//! ([`UpdatePayload`]), the round it closed ([`RoundReceipt`]) and a checkpoint of its weights
-//! ([`CheckpointManifest`]). [`StatementKind`] is the closed list of envelope kinds; the
+//! ([`UpdatePayload`]), the round it closed ([`RoundReceipt`]), a checkpoint of its weights
+//! ([`CheckpointManifest`]) and which network identity speaks for it ([`AnnounceStatement`]). [`StatementKind`] is the closed list of envelope kinds; the
 //! [`Statement`] trait ties each payload type to its kind and its one encoder and parser, and
 //! [`Signed<T>`] is a statement whose envelope has been verified against its signer's accepted
 //! evidence (as Psyche's `SignedMessage<T>` does), so neither side handles a statement as a
@@ -37,15 +37,18 @@ pub enum StatementKind {
     RoundReceipt,
     /// [`CheckpointManifest`].
     CheckpointManifest,
+    /// [`AnnounceStatement`].
+    Announce,
 }
 
 impl StatementKind {
     /// Every kind.
-    pub const ALL: [StatementKind; 4] = [
+    pub const ALL: [StatementKind; 5] = [
         StatementKind::JobAccepted,
         StatementKind::Update,
         StatementKind::RoundReceipt,
         StatementKind::CheckpointManifest,
+        StatementKind::Announce,
     ];
 
     /// The envelope's `kind` tag (part of what the signature covers).
@@ -55,6 +58,7 @@ impl StatementKind {
             StatementKind::Update => "update",
             StatementKind::RoundReceipt => "round-receipt",
             StatementKind::CheckpointManifest => "checkpoint-manifest",
+            StatementKind::Announce => "announce",
         }
     }
 
@@ -70,9 +74,15 @@ impl std::fmt::Display for StatementKind {
     }
 }
 
-/// The envelope domain of a job: `conclave/v1/job/<id hex>`.
-pub fn job_domain(job: &JobId) -> String {
-    format!("conclave/v1/job/{}", hex::encode(job.0))
+/// The envelope domain of a job: `conclave/v1/job/<id hex>/spec/<spec hash hex>`. Every
+/// envelope statement is signed in it, so each names the job document it was made under
+/// ([`crate::job`]): a statement made under another document never verifies as this job's.
+pub fn job_domain(job: &JobId, spec_hash: &Hash32) -> String {
+    format!(
+        "conclave/v1/job/{}/spec/{}",
+        hex::encode(job.0),
+        hex::encode(spec_hash.0)
+    )
 }
 
 /// Why a statement is refused.
@@ -229,6 +239,8 @@ impl<T: Statement> Signed<T> {
 #[serde(deny_unknown_fields)]
 pub struct JobAccepted {
     pub job_id: JobId,
+    /// SHA-256 of the job document the enclave loaded and obeys.
+    pub spec_hash: Hash32,
     pub config_hash: Hash32,
     pub data_root: Hash32,
     pub operator: u32,
@@ -240,6 +252,32 @@ pub struct JobAccepted {
 
 impl Statement for JobAccepted {
     const KIND: StatementKind = StatementKind::JobAccepted;
+    fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    fn from_payload(bytes: &[u8]) -> Result<Self, StatementError> {
+        from_json(Self::KIND, bytes)
+    }
+}
+
+/// The enclave's word that a network identity speaks for it: the libp2p peer id its host
+/// announces it from, its operator slot and, with a chain, the operator account that
+/// registered its key. Gossip announces carry it, so a host cannot announce another
+/// operator's evidence as its own (the victim's enclave never signs the thief's peer id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceStatement {
+    pub job_id: JobId,
+    pub operator: u32,
+    /// The libp2p peer id (base58 text).
+    pub peer_id: String,
+    /// The on-chain operator account (`0x` + 40 hex digits), when the job is on chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+impl Statement for AnnounceStatement {
+    const KIND: StatementKind = StatementKind::Announce;
     fn to_payload(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -414,7 +452,7 @@ mod tests {
     #[test]
     fn signed_statements_verify_only_as_their_kind_domain_and_signer() {
         let job = JobId([0x11; 32]);
-        let domain = job_domain(&job);
+        let domain = job_domain(&job, &Hash32::sha256(b"spec"));
         let ctx = BindingContext {
             job_id: job,
             nonce: Nonce([3; 32]),
@@ -438,6 +476,7 @@ mod tests {
         .unwrap();
         let stmt = JobAccepted {
             job_id: job,
+            spec_hash: Hash32::sha256(b"spec"),
             config_hash: Hash32::sha256(b"c"),
             data_root: Hash32::sha256(b"d"),
             operator: 0,

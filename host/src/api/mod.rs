@@ -580,15 +580,10 @@ pub fn serve(
                 operators: req.operators,
                 rounds: req.rounds,
                 id: Some(id.clone()),
-                ..cfg.job.clone().unwrap_or(JobSection {
-                    config: PathBuf::new(),
-                    operators: 1,
-                    rounds: 1,
-                    id: None,
-                    measurements: Vec::new(),
-                    allow_sim: None,
-                    request_timeout_s: 600,
-                })
+                ..cfg
+                    .job
+                    .clone()
+                    .unwrap_or_else(|| JobSection::new(PathBuf::new()))
             };
             let run = OperatorConfig {
                 job: Some(job),

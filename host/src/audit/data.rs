@@ -32,8 +32,8 @@ pub struct ChainData {
     /// For each enclave key of the folder's operator records: the registration on chain
     /// (`None`: no operator registered the key).
     pub keys: BTreeMap<Address, Option<Registration>>,
-    /// The checkpoint of every checkpoint round up to the latest one, by round. A zero model
-    /// hash: nothing committed for that round (a later round was committed first).
+    /// The certified checkpoint of every checkpoint round up to the latest one, by round. A
+    /// zero model hash: nothing certified for that round (a later round was certified first).
     pub checkpoints: BTreeMap<u64, CheckpointOnChain>,
 }
 
@@ -46,6 +46,9 @@ pub struct JobOnChain {
     /// The highest round with an accepted checkpoint (0: none).
     pub latest_round: u64,
     pub checkpoint_interval: u64,
+    /// SHA-256 of the job document every enclave of the job obeys.
+    pub spec_hash: B256,
+    pub dataset_root: B256,
 }
 
 impl JobOnChain {
@@ -72,14 +75,16 @@ pub struct OperatorOnChain {
     pub evidence_hash: B256,
 }
 
-/// The accepted checkpoint of a round.
+/// The certified checkpoint of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointOnChain {
     pub model_hash: B256,
-    /// SHA-256 of the round receipt's payload.
+    /// The round's outcome (`RoundReceipt::outcome_hash` of the round before).
     pub receipt_hash: B256,
-    /// The operator account that committed it.
-    pub operator: Address,
+    /// `keccak256(abi.encodePacked(members))` of the enclaves whose updates it aggregated.
+    pub update_set: B256,
+    /// Enclave signatures on its certificate.
+    pub signers: u32,
 }
 
 /// A file as the fetch found it.
@@ -119,6 +124,10 @@ pub struct FolderData {
     pub rounds: BTreeMap<u64, RoundFiles>,
     /// The stored checkpoints that the receipts named on chain end on, by step.
     pub checkpoints: BTreeMap<u64, CheckpointData>,
+    /// `job-document.json`: the job document (its hash must be the chain's spec hash).
+    pub document: FileRead<Vec<u8>>,
+    /// `certificates/round-RRRRRR.json` of every certified round, by round.
+    pub certificates: BTreeMap<u64, FileRead<Vec<u8>>>,
 }
 
 /// An operator record and its evidence bytes.

@@ -12,6 +12,7 @@ use std::path::Path;
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, bail};
+use conclave_protocol::job::MAX_JOB_DOCUMENT;
 use conclave_protocol::receipt::RoundReceipt;
 use conclave_protocol::statement::MAX_JSON_STATEMENT;
 use conclave_protocol::{Hash32, Signed};
@@ -29,6 +30,9 @@ use crate::store::{JobStore, OperatorRecord, read_bounded};
 /// own fields.
 pub const MAX_STATEMENT_ENVELOPE: u64 = MAX_JSON_STATEMENT as u64 + 64 * 1024;
 
+/// Largest certificate file read (256 members and signatures in JSON).
+pub const MAX_CERTIFICATE_FILE: u64 = 256 * 1024;
+
 /// Reads everything the audit of `input.job` judges. `Err`: the input is unusable.
 pub async fn fetch(input: &AuditInput) -> Result<AuditData> {
     let reader = PrivateKeySigner::random();
@@ -44,6 +48,8 @@ pub async fn fetch(input: &AuditInput) -> Result<AuditData> {
         total_rounds: job.totalRounds,
         latest_round: job.latestRound,
         checkpoint_interval: job.checkpointInterval,
+        spec_hash: job.specHash,
+        dataset_root: job.datasetRoot,
     };
     let measurements: BTreeSet<B256> = chain
         .contract
@@ -131,7 +137,8 @@ async fn fetch_checkpoints(
             CheckpointOnChain {
                 model_hash: cp.modelHash,
                 receipt_hash: cp.receiptHash,
-                operator: cp.operator,
+                update_set: cp.updateSet,
+                signers: cp.signers,
             },
         );
         let Some(next) = round.checked_add(interval) else {
@@ -175,11 +182,23 @@ fn read_folder(
         .into_iter()
         .map(|step| (step, read_checkpoint(store, step)))
         .collect();
+    let certificates = committed
+        .iter()
+        .filter(|(_, cp)| cp.model_hash != B256::ZERO)
+        .map(|(round, _)| {
+            (
+                *round,
+                read_file(&store.certificate(*round), MAX_CERTIFICATE_FILE),
+            )
+        })
+        .collect();
     FolderData {
         root: store.root().to_path_buf(),
         operators,
         rounds,
         checkpoints,
+        document: read_file(&store.document(), MAX_JOB_DOCUMENT as u64),
+        certificates,
     }
 }
 
@@ -206,12 +225,8 @@ fn named_step(round: &RoundFiles, cp: &CheckpointOnChain) -> Option<u64> {
     round.receipts.iter().find_map(|x| {
         let bytes = x.envelope.content.as_ref().ok()?;
         let env = Signed::<RoundReceipt>::decode_envelope(bytes).ok()?;
-        if Hash32::sha256(&env.payload).0 != cp.receipt_hash.0 {
-            return None;
-        }
-        RoundReceipt::from_json(&env.payload)
-            .ok()
-            .map(|r| r.step_after)
+        let r = RoundReceipt::from_json(&env.payload).ok()?;
+        (r.outcome_hash().0 == cp.receipt_hash.0).then_some(r.step_after)
     })
 }
 

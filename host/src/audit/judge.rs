@@ -1,24 +1,31 @@
 //! The audit's judge: a pure function of the fetched [`AuditData`], the customer's policy and
 //! the time evidence is appraised at. No file, chain or clock is read here.
 //!
-//! For every checkpoint committed on chain: the weights hash to the committed model hash; the
+//! For every checkpoint certified on chain: the weights hash to the certified model hash; the
 //! signed manifest verifies and names that hash; its signer is an enclave key registered on
-//! chain; the receipt the chain names is in the folder, signed by the committing operator's
-//! enclave, and ends on the committed model; and the round receipts chain (each round starts
-//! where the one before ended). For the job: every enclave of the folder has evidence that
-//! passes the policy, is registered on chain with that evidence and measurement, runs a
-//! measurement the job allows, and its operator is not slashed.
+//! chain; the folder's certificate of the round names the update set the chain recorded; a
+//! receipt whose outcome is the one the chain names is in the folder, signed by a member of
+//! that set, and ends on the certified model; every member's receipt is there (an operator
+//! outside the set is named as such); and the round receipts chain (each round starts where the
+//! one before ended). For the job: the folder's job document is the one the chain's spec hash
+//! names, every receipt states the document's config hash and the chain's dataset root (and is
+//! signed in the job's domain, which names the spec hash), and every enclave of the folder has
+//! evidence that passes the policy, is registered on chain with that evidence and measurement,
+//! runs a measurement the job allows, and its operator is not slashed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use alloy::primitives::{Address, B256};
-use conclave_attestation::eip712::{chain_measurement, job_word};
+use conclave_attestation::eip712::{chain_measurement, job_word, update_set_hash};
 use conclave_attestation::{
-    AcceptedEvidence, BindingContext, Endorsements, Evidence, JobId, Policy, UnixTime, appraise,
+    AcceptedEvidence, BindingContext, EnclaveAddress, Endorsements, Evidence, JobId, Policy,
+    UnixTime, appraise,
 };
 use conclave_protocol::receipt::RoundReceipt;
-use conclave_protocol::{CheckpointManifest, Signed, Statement, StatementError, job_domain};
+use conclave_protocol::{
+    CheckpointManifest, Hash32, JobDocument, Signed, Statement, StatementError, job_domain,
+};
 
 use super::data::{AuditData, CheckpointData, CheckpointOnChain, OperatorFiles};
 use super::{AuditReport, Check, CheckpointRow, check};
@@ -73,7 +80,7 @@ impl Verifier {
     pub(super) fn new(data: &AuditData, policy: &Policy, now: UnixTime) -> Self {
         let job_id = JobId(job_word(data.job));
         Verifier {
-            domain: job_domain(&job_id),
+            domain: job_domain(&job_id, &Hash32(data.chain.job.spec_hash.0)),
             enclaves: data
                 .folder
                 .operators
@@ -162,16 +169,18 @@ pub fn judge(data: &AuditData, policy: &Policy, now: UnixTime) -> AuditReport {
         pass: false,
     };
     let verifier = Verifier::new(data, policy, now);
+    let doc = judge_document(data, &mut report.job_checks);
     let registered = judge_enclaves(data, &verifier, &mut report.job_checks);
-    let receipts = judge_rounds(data, &verifier, &mut report.job_checks);
+    let receipts = judge_rounds(data, &verifier, doc.as_ref(), &mut report.job_checks);
     for (&round, cp) in &data.chain.checkpoints {
         if cp.model_hash == B256::ZERO || round == 0 {
-            continue; // skipped on chain (a later round was committed first)
+            continue; // skipped on chain (a later round was certified first)
         }
-        let named = receipts
+        let of_round = receipts
             .get(&(round - 1))
-            .and_then(|v| v.iter().find(|x| x.payload_hash().0 == cp.receipt_hash.0));
-        let mut row = judge_checkpoint(data, &verifier, &registered, round, cp, named);
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut row = judge_checkpoint(data, &verifier, &registered, round, cp, of_round);
         let chain_ok = (0..round).all(|k| {
             let prefix = format!("round {k}:");
             report
@@ -191,13 +200,51 @@ pub fn judge(data: &AuditData, policy: &Policy, now: UnixTime) -> AuditReport {
     if report.checkpoints.is_empty() {
         check(
             &mut report.job_checks,
-            "checkpoints committed on chain",
+            "checkpoints certified on chain",
             false,
             format!("job {} has none", data.job),
         );
     }
     report.pass = report.all_pass();
     report
+}
+
+/// The folder's job document: the one whose hash the chain records, with the chain's dataset
+/// root. Returns it when it is.
+fn judge_document(data: &AuditData, jc: &mut Vec<Check>) -> Option<JobDocument> {
+    let name = "job document is the one the chain names";
+    let f = &data.folder.document;
+    let bytes = match &f.content {
+        Ok(b) => b,
+        Err(why) => {
+            check(jc, name, false, why.clone());
+            return None;
+        }
+    };
+    let hash = JobDocument::spec_hash(bytes);
+    if hash.0 != data.chain.job.spec_hash.0 {
+        let detail = format!(
+            "{} hashes to {hash}, the chain's spec hash is {}",
+            f.path.display(),
+            data.chain.job.spec_hash
+        );
+        check(jc, name, false, detail);
+        return None;
+    }
+    let doc = match JobDocument::parse(bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            check(jc, name, false, format!("{}: {e}", f.path.display()));
+            return None;
+        }
+    };
+    let pass = doc.data_root.0 == data.chain.job.dataset_root.0;
+    let detail = format!(
+        "spec {hash}; dataset root {} (chain {})",
+        doc.data_root, data.chain.job.dataset_root
+    );
+    check(jc, name, pass, detail);
+    pass.then_some(doc)
 }
 
 /// The enclaves: evidence passes the policy and is what the chain registered. Returns the
@@ -331,6 +378,7 @@ pub(super) fn verify_round(
 fn judge_rounds(
     data: &AuditData,
     verifier: &Verifier,
+    doc: Option<&JobDocument>,
     jc: &mut Vec<Check>,
 ) -> BTreeMap<u64, Vec<Signed<RoundReceipt>>> {
     let mut receipts = BTreeMap::new();
@@ -338,6 +386,31 @@ fn judge_rounds(
     for k in 0..data.chain.job.latest_round {
         let (got, checks) = verify_round(data, verifier, k);
         jc.extend(checks);
+        // Every receipt states the job's config and data: the document's config hash and the
+        // chain's dataset root.
+        for r in &got {
+            let rc = &r.statement;
+            let config_ok = doc.is_some_and(|d| d.config_hash == rc.config_hash);
+            let data_ok = rc.data_root.0 == data.chain.job.dataset_root.0;
+            if !(config_ok && data_ok) {
+                check(
+                    jc,
+                    &format!(
+                        "round {k} receipt of 0x{}: config hash and data root are the chain job's",
+                        r.signer()
+                    ),
+                    false,
+                    format!(
+                        "receipt config {} (job document {}), data root {} (chain {})",
+                        rc.config_hash,
+                        doc.map(|d| d.config_hash.to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                        rc.data_root,
+                        data.chain.job.dataset_root
+                    ),
+                );
+            }
+        }
         let Some(first) = got.first() else {
             check(
                 jc,
@@ -377,32 +450,79 @@ fn judge_rounds(
     receipts
 }
 
-/// A committed checkpoint: the receipt the chain names (`named`, if one verified), the
-/// weights and the signed manifest.
+/// The members of a round's certificate in the folder, checked against the chain's update set.
+fn certificate_members(
+    data: &AuditData,
+    round: u64,
+    cp: &CheckpointOnChain,
+    c: &mut Vec<Check>,
+) -> Option<Vec<EnclaveAddress>> {
+    let name = "certificate names the chain's update set";
+    let Some(file) = data.folder.certificates.get(&round) else {
+        let path = JobStore::new(&data.folder.root).certificate(round);
+        check(c, name, false, format!("{}: not read", path.display()));
+        return None;
+    };
+    #[derive(serde::Deserialize)]
+    struct Members {
+        members: Vec<EnclaveAddress>,
+    }
+    let parsed = file
+        .content
+        .as_deref()
+        .map_err(|e| e.clone())
+        .and_then(|b| {
+            serde_json::from_slice::<Members>(b)
+                .map_err(|e| format!("{}: {e}", file.path.display()))
+        });
+    let members = match parsed {
+        Ok(m) => m.members,
+        Err(why) => {
+            check(c, name, false, why);
+            return None;
+        }
+    };
+    let pass = update_set_hash(&members) == cp.update_set.0;
+    check(
+        c,
+        name,
+        pass,
+        format!("{} members, update set {}", members.len(), cp.update_set),
+    );
+    pass.then_some(members)
+}
+
+/// A certified checkpoint: the receipts of the round before whose outcome is the one the chain
+/// names, the certificate's members, the weights and the signed manifest.
 fn judge_checkpoint(
     data: &AuditData,
     verifier: &Verifier,
     registered: &BTreeMap<Address, Address>,
     round: u64,
     cp: &CheckpointOnChain,
-    named: Option<&Signed<RoundReceipt>>,
+    receipts: &[Signed<RoundReceipt>],
 ) -> CheckpointRow {
     let mh = hex::encode(cp.model_hash.0);
     let mut row = CheckpointRow {
         round,
         step: None,
         model_hash: mh,
-        committed_by: cp.operator.to_string(),
+        committed_by: format!("{} enclave signatures", cp.signers),
         checks: Vec::new(),
     };
     let c = &mut row.checks;
-    let Some(x) = named else {
+    let members = certificate_members(data, round, cp, c);
+    let named: Vec<&Signed<RoundReceipt>> = receipts
+        .iter()
+        .filter(|x| x.statement.outcome_hash().0 == cp.receipt_hash.0)
+        .collect();
+    let Some(x) = named.first() else {
         check(
             c,
             "receipt named on chain",
             false,
             format!(
-                "no verified receipt of round {} hashes to {}",
+                "no verified receipt of round {} has the outcome {}",
                 round - 1,
                 cp.receipt_hash
             ),
@@ -414,20 +534,65 @@ fn judge_checkpoint(
         c,
         "receipt named on chain",
         true,
-        format!("signed by {signer}"),
+        format!("{} receipts, e.g. by {signer}", named.len()),
     );
     check(
         c,
-        "receipt ends on the committed model",
+        "receipt ends on the certified model",
         x.statement.model_hash_after.0 == cp.model_hash.0,
         format!("receipt after {}", x.statement.model_hash_after),
     );
+    if let Some(members) = &members {
+        let in_set = named.iter().all(|r| members.contains(&r.signer()));
+        check(
+            c,
+            "receipts signed by members of the certified set",
+            in_set,
+            format!("{} receipts", named.len()),
+        );
+        // Completeness: every member's receipt is in the folder; operators outside the set
+        // are named as such (their absence is explained by the certificate).
+        let missing: Vec<String> = members
+            .iter()
+            .filter(|m| !named.iter().any(|r| r.signer() == **m))
+            .map(|m| {
+                let op = data
+                    .folder
+                    .operators
+                    .iter()
+                    .find(|o| o.record.address == *m)
+                    .map(|o| format!("operator {}", o.record.operator))
+                    .unwrap_or_else(|| "no operator record".into());
+                format!("0x{m} ({op})")
+            })
+            .collect();
+        let outside: Vec<u32> = data
+            .folder
+            .operators
+            .iter()
+            .filter(|o| !members.contains(&o.record.address))
+            .map(|o| o.record.operator)
+            .collect();
+        check(
+            c,
+            "every member's receipt is present",
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!(
+                    "{} members; outside the certified set: {outside:?}",
+                    members.len()
+                )
+            } else {
+                format!("missing: {}", missing.join(", "))
+            },
+        );
+    }
     let by = registered.get(&signer).copied().unwrap_or(Address::ZERO);
     check(
         c,
-        "receipt signed by the committing operator's enclave",
-        by == cp.operator,
-        format!("signer registered by {by}, committed by {}", cp.operator),
+        "receipt signed by a registered enclave",
+        by != Address::ZERO,
+        format!("signer registered by {by}"),
     );
     let step = x.statement.step_after;
     row.step = Some(step);
@@ -457,10 +622,10 @@ fn checkpoint_files(
         Ok(h) => {
             let detail = format!("{} hashes to {h}", weights.path.display());
             let pass = h.0 == cp.model_hash.0;
-            check(c, "weights hash to the committed model", pass, detail);
+            check(c, "weights hash to the certified model", pass, detail);
         }
         Err(e) => {
-            check(c, "weights hash to the committed model", false, e.clone());
+            check(c, "weights hash to the certified model", false, e.clone());
         }
     }
     let verified = files
@@ -481,13 +646,13 @@ fn checkpoint_files(
             let m = &s.statement;
             check(
                 c,
-                "signed manifest names the committed model",
+                "signed manifest names the certified model",
                 m.model_hash.0 == cp.model_hash.0 && m.step == files.step,
                 format!("manifest model {}, step {}", m.model_hash, m.step),
             );
         }
         Verified::BadPayload { why, .. } => {
-            let name = "signed manifest names the committed model";
+            let name = "signed manifest names the certified model";
             check(c, name, false, why.clone());
         }
     }

@@ -1,21 +1,25 @@
 //! The judge on data built in memory: two operators with sim evidence, four rounds, a
-//! checkpoint every two (round 2 committed by operator 0, round 4 by operator 1). Each test
-//! breaks one thing and looks for the check that names it. No files, sockets or processes.
+//! checkpoint every two, each certified by both enclaves over both updates (round 2's
+//! checkpoint stored by operator 0, round 4's by operator 1). Each test breaks one thing and
+//! looks for the check that names it. No files, sockets or processes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use alloy::primitives::{Address, B256};
-use conclave_attestation::eip712::{chain_measurement, job_word};
+use conclave_attestation::eip712::{chain_measurement, job_word, sorted_members, update_set_hash};
 use conclave_attestation::sim::default_sim_measurement;
 use conclave_attestation::{
     BindingContext, EnclaveKey, Evidence, EvidenceHash, JobId, Nonce, Policy, SimAttester,
     SimConfig, UnixTime,
 };
+use conclave_protocol::job::JOB_DOCUMENT_VERSION;
 use conclave_protocol::model::ModelConfig;
 use conclave_protocol::receipt::{OuterStep, Probe, RoundReceipt, ToplocParams};
 use conclave_protocol::toploc::Thresholds;
-use conclave_protocol::{CheckpointManifest, Hash32, Signed, Statement, job_domain};
+use conclave_protocol::{
+    CheckpointManifest, Hash32, JobDocument, JobTee, Signed, Statement, job_domain,
+};
 
 use super::judge;
 use crate::audit::data::{
@@ -34,7 +38,6 @@ const ROUNDS: u64 = 4;
 struct Op {
     key: EnclaveKey,
     evidence: Evidence,
-    account: Address,
 }
 
 struct Fixture {
@@ -49,6 +52,22 @@ fn policy() -> Policy {
         measurements: vec![default_sim_measurement()],
         ..Policy::default()
     }
+}
+
+/// The job document the chain's spec hash names.
+fn document() -> Vec<u8> {
+    JobDocument {
+        version: JOB_DOCUMENT_VERSION,
+        tee: JobTee::Sim,
+        config: "rounds = 4\n".into(),
+        config_hash: Hash32::sha256(b"config"),
+        data_root: Hash32::sha256(b"data"),
+        initial_model_hash: model(0),
+        operators: OPERATORS,
+        quorum_bps: 6000,
+        policy: policy(),
+    }
+    .encode()
 }
 
 /// The hash of the weights after `n` rounds.
@@ -145,17 +164,17 @@ impl Fixture {
             };
             let registration = Registration { account, operator };
             keys.insert(Address::from(key.address().0), Some(registration));
-            ops.push(Op {
-                key,
-                evidence,
-                account,
-            });
+            ops.push(Op { key, evidence });
         }
+        let doc = document();
+        let spec_hash = JobDocument::spec_hash(&doc);
         let job = JobOnChain {
             status: 2,
             total_rounds: ROUNDS,
             latest_round: ROUNDS,
             checkpoint_interval: 2,
+            spec_hash: B256::from(spec_hash.0),
+            dataset_root: B256::from(Hash32::sha256(b"data").0),
         };
         let mut fx = Fixture {
             data: AuditData {
@@ -171,10 +190,12 @@ impl Fixture {
                     operators,
                     rounds: BTreeMap::new(),
                     checkpoints: BTreeMap::new(),
+                    document: FileRead::found(store.document(), doc),
+                    certificates: BTreeMap::new(),
                 },
             },
             ops,
-            domain: job_domain(&job_id),
+            domain: job_domain(&job_id, &spec_hash),
         };
         for k in 0..ROUNDS {
             for op in 0..OPERATORS {
@@ -226,22 +247,27 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Operator `op` commits round `round` on chain (naming its receipt of the round
-    /// before) and stores the checkpoint with its signed manifest.
+    /// Both enclaves certify round `round` on chain (the outcome of the round before, both
+    /// updates in the set), the folder keeps the certificate, and operator `op` stores the
+    /// checkpoint with its signed manifest.
     fn commit(&mut self, round: u64, op: u32) {
-        let json = self
-            .receipt_files(round - 1, op)
-            .json
-            .content
-            .clone()
-            .unwrap();
+        let members = sorted_members(self.ops.iter().map(|o| o.key.address()));
         self.data.chain.checkpoints.insert(
             round,
             CheckpointOnChain {
                 model_hash: B256::from(model(round).0),
-                receipt_hash: B256::from(Hash32::sha256(&json).0),
-                operator: self.ops[op as usize].account,
+                receipt_hash: B256::from(receipt(round - 1, op).outcome_hash().0),
+                update_set: B256::from(update_set_hash(&members)),
+                signers: OPERATORS,
             },
+        );
+        let cert = serde_json::json!({ "round": round, "members": members });
+        self.data.folder.certificates.insert(
+            round,
+            FileRead::found(
+                self.store().certificate(round),
+                serde_json::to_vec(&cert).unwrap(),
+            ),
         );
         let step = 10 * round;
         let m = self.seal(op, manifest(round));
@@ -294,18 +320,21 @@ fn an_all_good_job_passes() {
     assert_eq!(
         rows,
         vec![
-            (2, Some(20), fx.ops[0].account.to_string()),
-            (4, Some(40), fx.ops[1].account.to_string()),
+            (2, Some(20), "2 enclave signatures".to_string()),
+            (4, Some(40), "2 enclave signatures".to_string()),
         ]
     );
     assert_eq!(r.checkpoints[1].model_hash, model(4).to_hex());
     for name in [
-        "weights hash to the committed model",
-        "signed manifest names the committed model",
+        "weights hash to the certified model",
+        "signed manifest names the certified model",
         "manifest JSON is the signed payload",
         "manifest signer is a registered enclave",
         "receipt named on chain",
-        "receipt signed by the committing operator's enclave",
+        "receipt signed by a registered enclave",
+        "receipts signed by members of the certified set",
+        "every member's receipt is present",
+        "certificate names the chain's update set",
         "receipts chain to it",
     ] {
         assert!(
@@ -323,7 +352,7 @@ fn an_all_good_job_passes() {
     assert!(r.replays.is_empty());
     let text = render(&r);
     assert!(
-        text.contains("status running, 4 of 4 rounds committed"),
+        text.contains("status running, 4 of 4 rounds certified"),
         "{text}"
     );
     assert!(text.contains("audit passed"), "{text}");
@@ -341,7 +370,7 @@ fn a_flipped_weights_hash_fails_its_checkpoint_only() {
     assert!(!r.pass);
     let f = r.failures().join("\n");
     assert!(
-        f.contains("checkpoint 4: weights hash to the committed model"),
+        f.contains("checkpoint 4: weights hash to the certified model"),
         "{f}"
     );
     assert!(!f.contains("checkpoint 2:"), "{f}");
@@ -391,7 +420,13 @@ fn a_receipt_signed_by_an_unknown_key_fails() {
         f.contains("round 1 receipt-0.env: signed by an attested enclave"),
         "{f}"
     );
-    assert!(f.contains("checkpoint 2: receipt named on chain"), "{f}");
+    // Operator 1's receipt still names the certified outcome, but the member whose receipt
+    // no longer verifies is missing from the checkpoint.
+    assert!(
+        f.contains("checkpoint 2: every member's receipt is present: missing: 0x"),
+        "{f}"
+    );
+    assert!(f.contains("(operator 0)"), "{f}");
 }
 
 #[test]
@@ -404,10 +439,6 @@ fn an_unregistered_enclave_fails_and_so_do_its_checkpoints() {
         fx.enclave(1)
     );
     assert!(f.contains(&name), "{f}");
-    assert!(
-        f.contains("checkpoint 4: receipt signed by the committing operator's enclave"),
-        "{f}"
-    );
     assert!(
         f.contains("checkpoint 4: manifest signer is a registered enclave"),
         "{f}"
@@ -519,7 +550,7 @@ fn absent_files_are_named_not_errors() {
     let f = fx.failures();
     assert!(
         f.contains(
-            "checkpoint 2: weights hash to the committed model: step-000020.safetensors: gone"
+            "checkpoint 2: weights hash to the certified model: step-000020.safetensors: gone"
         ),
         "{f}"
     );
@@ -529,7 +560,7 @@ fn absent_files_are_named_not_errors() {
     );
     fx.data.folder.checkpoints.clear();
     let f = fx.failures();
-    assert!(f.contains("checkpoint 4: weights hash to the committed model: /job/checkpoints/step-000040.safetensors: not read"), "{f}");
+    assert!(f.contains("checkpoint 4: weights hash to the certified model: /job/checkpoints/step-000040.safetensors: not read"), "{f}");
 }
 
 #[test]
@@ -541,7 +572,7 @@ fn a_swapped_manifest_names_another_model() {
     four.envelope.content = two.envelope.content;
     let f = fx.failures();
     assert!(
-        f.contains("checkpoint 4: signed manifest names the committed model"),
+        f.contains("checkpoint 4: signed manifest names the certified model"),
         "{f}"
     );
     assert!(
@@ -560,7 +591,132 @@ fn checkpoints_skipped_on_chain_are_not_rows_and_none_at_all_fails() {
     fx.data.chain.checkpoints.clear();
     let f = fx.failures();
     assert!(
-        f.contains("checkpoints committed on chain: job 7 has none"),
+        f.contains("checkpoints certified on chain: job 7 has none"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_receipt_of_another_config_fails_by_name() {
+    // An enclave that states another config hash in the job's domain (a host that fed it
+    // another config under the same spec cannot make one; a forged or buggy one is caught).
+    let mut fx = Fixture::new();
+    let mut r = receipt(1, 1);
+    r.config_hash = Hash32::sha256(b"another config");
+    let s = fx.seal(1, r);
+    fx.put_receipt(1, 1, &s.bytes, s.payload());
+    let f = fx.failures();
+    let name = format!(
+        "round 1 receipt of 0x{}: config hash and data root are the chain job's",
+        fx.ops[1].key.address()
+    );
+    assert!(f.contains(&name), "{f}");
+    assert!(f.contains("another") || f.contains("receipt config"), "{f}");
+
+    // A receipt signed for another spec (another domain) does not verify as this job's.
+    let mut fx = Fixture::new();
+    let other = job_domain(&JobId(job_word(JOB)), &Hash32::sha256(b"another spec"));
+    let o = &fx.ops[0];
+    let s = Signed::seal(&o.key, &other, receipt(1, 0), o.evidence.hash()).unwrap();
+    fx.put_receipt(1, 0, &s.bytes, s.payload());
+    let f = fx.failures();
+    assert!(
+        f.contains("round 1 receipt-0.env: signed by an attested enclave"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_document_other_than_the_chains_fails() {
+    let mut fx = Fixture::new();
+    let mut other: serde_json::Value = serde_json::from_slice(&document()).unwrap();
+    other["quorum_bps"] = serde_json::json!(9000);
+    fx.data.folder.document = FileRead::found(
+        "/job/job-document.json",
+        serde_json::to_vec(&other).unwrap(),
+    );
+    let f = fx.failures();
+    assert!(f.contains("job document is the one the chain names"), "{f}");
+    assert!(f.contains("the chain's spec hash is"), "{f}");
+    // Without a document every receipt's config hash is unknown.
+    assert!(
+        f.contains("config hash and data root are the chain job's"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_members_missing_receipt_fails_and_an_outsider_is_explained() {
+    // Operator 1's receipt of round 3 (the round certified as checkpoint 4) is deleted.
+    let mut fx = Fixture::new();
+    fx.data
+        .folder
+        .rounds
+        .get_mut(&3)
+        .unwrap()
+        .receipts
+        .retain(|x| x.operator != 1);
+    let f = fx.failures();
+    assert!(
+        f.contains("checkpoint 4: every member's receipt is present: missing: 0x"),
+        "{f}"
+    );
+    assert!(f.contains("(operator 1)"), "{f}");
+    assert!(!f.contains("checkpoint 2:"), "{f}");
+
+    // Operator 1 outside round 4's certified set: its missing receipt is explained.
+    let mut fx = Fixture::new();
+    let only = vec![fx.ops[0].key.address()];
+    let cp = fx.data.chain.checkpoints.get_mut(&4).unwrap();
+    cp.update_set = B256::from(update_set_hash(&only));
+    let cert = serde_json::json!({ "round": 4, "members": only });
+    fx.data.folder.certificates.insert(
+        4,
+        FileRead::found(
+            "/job/certificates/round-000004.json",
+            serde_json::to_vec(&cert).unwrap(),
+        ),
+    );
+    let r = fx.judge();
+    let row = &r.checkpoints[1];
+    let complete = row
+        .checks
+        .iter()
+        .find(|c| c.name == "every member's receipt is present")
+        .unwrap();
+    assert!(complete.pass, "{:?}", complete);
+    assert!(
+        complete.detail.contains("outside the certified set: [1]"),
+        "{:?}",
+        complete
+    );
+    // ... but its receipt is then not from a member of the set.
+    let f = r.failures().join("\n");
+    assert!(
+        f.contains("checkpoint 4: receipts signed by members of the certified set"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_certificate_with_another_update_set_fails() {
+    let mut fx = Fixture::new();
+    let cert = serde_json::json!({ "round": 2, "members": [fx.ops[0].key.address()] });
+    fx.data.folder.certificates.insert(
+        2,
+        FileRead::found(
+            "/job/certificates/round-000002.json",
+            serde_json::to_vec(&cert).unwrap(),
+        ),
+    );
+    fx.data.folder.certificates.remove(&4);
+    let f = fx.failures();
+    assert!(
+        f.contains("checkpoint 2: certificate names the chain's update set"),
+        "{f}"
+    );
+    assert!(
+        f.contains("checkpoint 4: certificate names the chain's update set: /job/certificates/round-000004.json: not read"),
         "{f}"
     );
 }

@@ -156,7 +156,7 @@ pub async fn audit(input: &AuditInput) -> Result<AuditReport> {
 /// The per-checkpoint table and the failures, as `conclave audit` prints them.
 pub fn render(report: &AuditReport) -> String {
     let mut s = format!(
-        "job {}: status {}, {} of {} rounds committed\n\n{:>6}  {:>7}  {:<18}  {:<44}  {}\n",
+        "job {}: status {}, {} of {} rounds certified\n\n{:>6}  {:>7}  {:<18}  {:<44}  {}\n",
         report.job,
         report.state,
         report.latest_round,
@@ -164,7 +164,7 @@ pub fn render(report: &AuditReport) -> String {
         "round",
         "step",
         "model",
-        "committed by",
+        "certificate",
         "result"
     );
     for r in &report.checkpoints {

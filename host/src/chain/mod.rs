@@ -4,8 +4,8 @@
 //!
 //! Transactions are retried with exponential backoff on transport errors (never on a revert,
 //! which is decoded to the contract's named error) and wait for a configurable number of
-//! confirmations. [`Chain::submit_checkpoint`] is idempotent: re-sending a statement that has
-//! landed returns [`Submitted::Already`] instead of failing.
+//! confirmations. [`Chain::submit_certificate`] is idempotent: a certificate for a round that
+//! is already certified returns [`Submitted::Already`] instead of failing.
 //!
 //! [`Anvil`] runs a local dev node (Foundry's `anvil`) on loopback for `conclave chain up`, the
 //! demo and the tests.
@@ -106,14 +106,35 @@ pub struct JobSpec {
     pub checkpoint_interval: u64,
     /// Unix seconds.
     pub deadline: u64,
+    /// The appointed evidence verifiers (the customer, or a committee).
+    pub verifiers: Vec<Address>,
+    /// Distinct verifier approvals an enclave key needs to register.
+    pub verifier_threshold: u32,
+    /// Share of the active operators, in basis points, whose enclaves must sign a round
+    /// certificate (more than 5000).
+    pub quorum_bps: u16,
+    /// Round r is certified no earlier than the start plus r times this.
+    pub min_round_seconds: u64,
 }
 
-/// How a checkpoint submission ended.
+/// A round certificate: one statement and the enclave signatures over it, sorted by signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub round: u64,
+    pub model_hash: B256,
+    pub receipt_hash: B256,
+    /// The enclave keys whose updates the round aggregated, ascending.
+    pub members: Vec<Address>,
+    /// (signer, r ‖ s ‖ v), ascending by signer.
+    pub signatures: Vec<(Address, [u8; 65])>,
+}
+
+/// How a certificate submission ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
-    /// Included now; `accepted` says whether it fixed the round (the first valid statement).
-    Landed { tx: B256, accepted: bool },
-    /// The same statement had already landed (a resend after a lost reply, say).
+    /// Included now; `credited` members were credited.
+    Landed { tx: B256, credited: u32 },
+    /// The round was already certified (by another relayer, or a resend after a lost reply).
     Already,
 }
 
@@ -260,6 +281,10 @@ impl Chain {
             checkpointInterval: spec.checkpoint_interval,
             deadline: spec.deadline,
             evidenceVerifier: Address::ZERO,
+            verifiers: spec.verifiers.clone(),
+            verifierThreshold: spec.verifier_threshold,
+            quorumBps: spec.quorum_bps,
+            minRoundSeconds: spec.min_round_seconds,
         };
         let value = if spec.token.is_none() {
             spec.escrow
@@ -290,7 +315,8 @@ impl Chain {
     }
 
     /// Registers an enclave key with its consent signature (see
-    /// [`conclave_attestation::EnclaveKey::sign_registration`]).
+    /// [`conclave_attestation::EnclaveKey::sign_registration`]) and the job's verifiers'
+    /// approvals of its evidence ([`crate::approve`]).
     pub async fn register_enclave(
         &self,
         job: u64,
@@ -298,8 +324,13 @@ impl Chain {
         evidence_hash: B256,
         measurement: B256,
         key_signature: &[u8; 65],
+        approvals: &[[u8; 65]],
     ) -> Result<()> {
         let sig = Bytes::copy_from_slice(key_signature);
+        let approvals: Vec<Bytes> = approvals
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a))
+            .collect();
         self.send("registerEnclave", || {
             let c = self.contract.registerEnclave(
                 U256::from(job),
@@ -308,6 +339,7 @@ impl Chain {
                 measurement,
                 sig.clone(),
                 Bytes::new(),
+                approvals.clone(),
             );
             async move { c.send().await }
         })
@@ -324,66 +356,99 @@ impl Chain {
         Ok(())
     }
 
-    /// Submits an enclave-signed checkpoint statement; idempotent.
-    pub async fn submit_checkpoint(
-        &self,
-        job: u64,
-        round: u64,
-        model_hash: B256,
-        receipt_hash: B256,
-        signature: &[u8; 65],
-    ) -> Result<Submitted> {
-        let sig = Bytes::copy_from_slice(signature);
+    /// Submits a round certificate; idempotent (a certified round answers
+    /// [`Submitted::Already`]).
+    pub async fn submit_certificate(&self, job: u64, cert: &Certificate) -> Result<Submitted> {
+        let sigs: Vec<Bytes> = cert
+            .signatures
+            .iter()
+            .map(|(_, s)| Bytes::copy_from_slice(s))
+            .collect();
         let r = self
-            .send("submitCheckpoint", || {
-                let c = self.contract.submitCheckpoint(
+            .send("submitCertificate", || {
+                let c = self.contract.submitCertificate(
                     U256::from(job),
-                    round,
-                    model_hash,
-                    receipt_hash,
-                    sig.clone(),
+                    cert.round,
+                    cert.model_hash,
+                    cert.receipt_hash,
+                    cert.members.clone(),
+                    sigs.clone(),
                 );
                 async move { c.send().await }
             })
             .await;
         match r {
             Ok(receipt) => {
-                let accepted = receipt
-                    .decoded_log::<ConclaveTraining::CheckpointSubmitted>()
-                    .map(|e| e.accepted)
-                    .unwrap_or(false);
+                let credited = receipt
+                    .decoded_log::<ConclaveTraining::CheckpointCertified>()
+                    .map(|e| e.credited)
+                    .unwrap_or(0);
                 Ok(Submitted::Landed {
                     tx: receipt.transaction_hash,
-                    accepted,
+                    credited,
                 })
             }
             Err(e) => match e.downcast_ref::<ChainError>() {
                 Some(ChainError::Reverted {
-                    error: ContractError::AlreadySubmitted(_),
+                    error: ContractError::RoundBehind(r),
                     ..
-                }) => Ok(Submitted::Already),
+                }) if r.round == cert.round && r.latestRound >= cert.round => {
+                    Ok(Submitted::Already)
+                }
                 _ => Err(e),
             },
         }
     }
 
+    /// The certificate quorum the job needs now (`quorumNeeded`).
+    pub async fn quorum_needed(&self, job: u64) -> Result<u64> {
+        let q = self
+            .contract
+            .quorumNeeded(U256::from(job))
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("quorumNeeded", &e))?;
+        u64::try_from(q).map_err(|_| anyhow!("quorumNeeded {q} is over u64"))
+    }
+
+    /// Rounds certified so far.
+    pub async fn certified_rounds(&self, job: u64) -> Result<u64> {
+        self.contract
+            .certifiedRounds(U256::from(job))
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("certifiedRounds", &e).into())
+    }
+
+    /// The job's appointed evidence verifiers.
+    pub async fn verifiers(&self, job: u64) -> Result<Vec<Address>> {
+        self.contract
+            .verifiers(U256::from(job))
+            .call()
+            .await
+            .map_err(|e| ChainError::from_contract("verifiers", &e).into())
+    }
+
     /// Proves an equivocation: two different statements by one enclave key for one round.
+    /// Each statement is (model hash, receipt hash, update set, signature).
     pub async fn slash(
         &self,
         job: u64,
         round: u64,
-        a: (B256, B256, [u8; 65]),
-        b: (B256, B256, [u8; 65]),
+        a: (B256, B256, B256, [u8; 65]),
+        b: (B256, B256, B256, [u8; 65]),
     ) -> Result<()> {
         let sa = IConclaveTraining::SignedCheckpoint {
             modelHash: a.0,
             receiptHash: a.1,
-            signature: Bytes::copy_from_slice(&a.2),
+            updateSet: a.2,
+            signature: Bytes::copy_from_slice(&a.3),
         };
         let sb = IConclaveTraining::SignedCheckpoint {
             modelHash: b.0,
             receiptHash: b.1,
-            signature: Bytes::copy_from_slice(&b.2),
+            updateSet: b.2,
+            signature: Bytes::copy_from_slice(&b.3),
         };
         self.send("slash", || {
             let c = self

@@ -23,6 +23,7 @@ use conclave_attestation::{Policy, Tee};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::approve::{ApprovalRequest, ChainTerms, approve, read_json};
 use crate::audit::{AuditInput, AuditReport, audit};
 use crate::chain::{Anvil, Chain, ChainOptions, DeployParams, JobSpec, JobStatus};
 use crate::config::JobSection;
@@ -136,13 +137,10 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
 
     // The customer's published facts.
     let jobsec = JobSection {
-        config: abs(&opts.job_config)?,
         operators: opts.operators,
         rounds: opts.rounds,
-        id: None,
-        measurements: Vec::new(),
         allow_sim: Some(true),
-        request_timeout_s: 600,
+        ..JobSection::new(abs(&opts.job_config)?)
     };
     let launch = Launch::Sim {
         program: opts.enclave.clone(),
@@ -150,7 +148,8 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         cache: abs(&opts.cache)?,
         threads: 1,
     };
-    let PreparedJob { published, .. } = prepare_job(&jobsec, &launch)?;
+    let prepared = prepare_job(&jobsec, &launch)?;
+    let published = prepared.published.clone();
     say(&format!(
         "job config {} (hash {}), dataset root {}, {} parameters",
         jobsec.config.display(),
@@ -159,7 +158,17 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         published.params
     ));
 
-    let (customer, job, params) = create_job(opts, anvil, &published).await?;
+    let (customer, customer_key, job, params) = create_job(opts, anvil, &prepared).await?;
+    // The customer is the job's one appointed verifier: it appraises each operator's evidence
+    // under the job document's policy before approving its enclave key.
+    let approver = Approver {
+        document: prepared.document.clone(),
+        terms: ChainTerms {
+            spec_hash: prepared.spec_hash,
+            dataset_root: published.data_root,
+        },
+        secret: customer_key.to_bytes().into(),
+    };
     let url = anvil.url();
     let policy_path = out.join("policy.toml");
     write_atomic(&policy_path, demo_policy().to_toml().as_bytes())?;
@@ -206,7 +215,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     ));
 
     follow_nodes(
-        opts, &mut nodes, rx, &customer, job, &keys, anvil, &params, &logs,
+        opts, &mut nodes, rx, &customer, job, &keys, anvil, &params, &logs, &approver,
     )
     .await?;
     drop(nodes);
@@ -248,7 +257,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         losses,
         update_bytes,
         dense_bytes,
-        checkpoints_on_chain: j.acceptedCheckpoints,
+        checkpoints_on_chain: customer.certified_rounds(job).await?,
         final_model,
         paid_out_wei: j.paidOut.to_string(),
         escrow_wei: j.escrow.to_string(),
@@ -290,12 +299,49 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     Ok((outcome, report))
 }
 
+/// The least time the demo's job allows per round on chain (a certificate for round r lands no
+/// earlier than the start plus r times this): a job cannot complete before its rounds ran.
+const DEMO_MIN_ROUND_SECONDS: u64 = 1;
+
+/// The demo's customer as the job's verifier: the job document and the chain's terms it
+/// appraises requests under, and its key.
+pub(crate) struct Approver {
+    pub document: Vec<u8>,
+    pub terms: ChainTerms,
+    pub secret: [u8; 32],
+}
+
+impl Approver {
+    /// Appraises the request at `path` and writes the approval into the folder next to it
+    /// (`approvals/customer.json`), as a verifier running `conclave approve` would.
+    pub(crate) fn approve_file(&self, path: &Path) -> Result<()> {
+        let req: ApprovalRequest = read_json(path)?;
+        let approval = approve(
+            &req,
+            &self.document,
+            self.terms,
+            &self.secret,
+            crate::operator::now(),
+        )
+        .with_context(|| format!("approving {}", path.display()))?;
+        let dir = path
+            .parent()
+            .context("the request has no folder")?
+            .join("approvals");
+        write_atomic(
+            &dir.join("customer.json"),
+            &serde_json::to_vec_pretty(&approval)?,
+        )
+    }
+}
+
 /// Deploys the contract and has a customer create the job on chain.
 async fn create_job(
     opts: &DemoOptions,
     anvil: &Anvil,
-    published: &crate::operator::PublishedSpec,
-) -> Result<(Chain, u64, DeployParams)> {
+    prepared: &PreparedJob,
+) -> Result<(Chain, PrivateKeySigner, u64, DeployParams)> {
+    let published = &prepared.published;
     let say = |s: &str| tracing::info!("demo: {s}");
     let url = anvil.url();
     let customer_key = PrivateKeySigner::random();
@@ -319,13 +365,17 @@ async fn create_job(
             token: None,
             escrow,
             stake: U256::from(ETH),
-            spec_hash: B256::from(published.config_hash.0),
+            spec_hash: B256::from(prepared.spec_hash.0),
             dataset_root: B256::from(published.data_root.0),
             measurements: vec![B256::from(sim_m)],
             min_operators: opts.operators,
             total_rounds: opts.rounds,
             checkpoint_interval: opts.checkpoint_interval,
             deadline: now + 6 * 3600,
+            verifiers: vec![customer.account],
+            verifier_threshold: 1,
+            quorum_bps: prepared.doc.quorum_bps,
+            min_round_seconds: DEMO_MIN_ROUND_SECONDS,
         })
         .await?;
     say(&format!(
@@ -338,7 +388,7 @@ async fn create_job(
         opts.rounds,
         opts.checkpoint_interval
     ));
-    Ok((customer, job, params))
+    Ok((customer, customer_key, job, params))
 }
 
 /// The generated config of operator `i`'s node.
@@ -421,8 +471,8 @@ pub fn render_summary(o: &DemoOutcome) -> String {
     }
     let _ = writeln!(
         out,
-        "\non chain (contract {}, job {}): status {}, {} of {} rounds committed, {} checkpoints \
-         accepted, {} wei paid out of {} escrow",
+        "\non chain (contract {}, job {}): status {}, {} of {} rounds certified, {} checkpoints \
+         certified, {} wei paid out of {} escrow",
         o.contract,
         o.job,
         if o.chain_status == JobStatus::Completed {

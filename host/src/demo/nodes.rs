@@ -118,6 +118,7 @@ pub(super) async fn follow_nodes(
     anvil: &Anvil,
     params: &DeployParams,
     logs: &Path,
+    approver: &super::Approver,
 ) -> Result<()> {
     let say = |s: &str| tracing::info!("demo: {s}");
     let mp = if opts.progress {
@@ -157,6 +158,12 @@ pub(super) async fn follow_nodes(
                         if !opts.progress && i == 0 {
                             say(&format!("operator 0: {line}"));
                         }
+                    } else if let Some(rest) = line.strip_prefix("approval requested: ") {
+                        // The customer appraises the operator's evidence and approves its key.
+                        let path = rest.split(" (").next().unwrap_or(rest);
+                        approver.approve_file(Path::new(path))?;
+                        b.set_message("approved");
+                        say(&format!("operator {i}: enclave evidence appraised and approved"));
                     } else if line.starts_with("checkpoint ") && !opts.progress && i == 0 {
                         say(&format!("operator 0: {line}"));
                     } else if line.starts_with("withdrew") {

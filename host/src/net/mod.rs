@@ -17,6 +17,14 @@
 //!   the storage folder as evidence, the second one is accepted (forwarded, so every operator
 //!   gets the proof) and the signer is excluded from that round and every later one.
 //!
+//! An update too large for gossip travels as a reference (hash and size) that receivers fetch
+//! from its publisher: one per operator and round, for the current round and the next, of at
+//! most the job's largest update ([`State::max_update_bytes`]); a second reference from one
+//! operator for one round, or an oversize one, is rejected like any invalid message. The
+//! fetch is bounded too ([`sync`]): each answer by what its request asked, the whole by the
+//! declared size, hashed as it arrives, at most [`sync::MAX_FETCHES`] at once; a publisher
+//! that serves other bytes than it declared loses application score.
+//!
 //! Every verdict other than a plain duplicate is logged with its reason. [`Net`] is the IO
 //! edge: it runs the swarm, feeds the state and performs its outcomes; [`sync`] serves and
 //! fetches checkpoints and by-reference payloads.
@@ -25,7 +33,7 @@ pub mod state;
 pub mod sync;
 pub mod verdict;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,7 +41,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use conclave_attestation::UnixTime;
 use conclave_protocol::gossip::{self, Kind, Message};
-use conclave_protocol::sync::{self as wire, SyncRequest, SyncResponse};
+use conclave_protocol::sync::{self as wire, SyncResponse};
 use conclave_protocol::{Hash32, channel::Blob};
 use futures::StreamExt;
 use libp2p::gossipsub::{
@@ -49,10 +57,11 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use state::{
-    Ignored, JobView, Misbehaved, Outcome, Peer, ROUND_WINDOW, SignedReceipt, State, Verdict,
+    Ignored, JobView, MAX_UPDATE_ENVELOPE, Misbehaved, Outcome, Peer, ROUND_WINDOW, SignedReceipt,
+    State, Verdict,
 };
 use sync::Fetch;
-pub use sync::Offer;
+pub use sync::{FetchStats, MAX_FETCHES, Offer, SyncCodec};
 
 use crate::store::{JobStore, write_atomic};
 
@@ -61,8 +70,9 @@ use crate::store::{JobStore, write_atomic};
 pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub identify: identify::Behaviour,
-    /// Checkpoint transfer ([`conclave_protocol::sync`]).
-    pub sync: request_response::json::Behaviour<SyncRequest, SyncResponse>,
+    /// Checkpoint and payload transfer ([`conclave_protocol::sync`]), each answer bounded by
+    /// its request ([`SyncCodec`]).
+    pub sync: request_response::Behaviour<SyncCodec>,
     /// Peer discovery beyond the bootstrap list.
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
 }
@@ -131,11 +141,8 @@ pub fn build_swarm(keypair: identity::Keypair, job_hex: &str) -> Result<Swarm<Be
                     "/conclave/1.0.0".into(),
                     key.public(),
                 ));
-                let codec = request_response::json::codec::Codec::default()
-                    .set_request_size_maximum(wire::MAX_SYNC_REQUEST)
-                    .set_response_size_maximum(wire::MAX_SYNC_RESPONSE);
                 let sync = request_response::Behaviour::with_codec(
-                    codec,
+                    SyncCodec::default(),
                     [(
                         StreamProtocol::new(wire::SYNC_PROTOCOL),
                         request_response::ProtocolSupport::Full,
@@ -192,8 +199,12 @@ pub struct Net {
     answers: HashMap<OutboundRequestId, Result<SyncResponse, String>>,
     /// Our payloads gossiped by reference, by SHA-256, with their round.
     pub blobs: HashMap<Hash32, (u64, Vec<u8>)>,
-    /// Updates being fetched by reference.
+    /// Updates being fetched by reference (at most [`MAX_FETCHES`]), by their outstanding
+    /// chunk request, and those waiting their turn.
     fetches: HashMap<OutboundRequestId, Fetch>,
+    fetch_queue: VecDeque<Fetch>,
+    /// What fetching by reference did.
+    pub fetch_stats: FetchStats,
     /// Where equivocation evidence is written.
     pub evidence_dir: PathBuf,
 }
@@ -216,6 +227,8 @@ impl Net {
             answers: HashMap::new(),
             blobs: HashMap::new(),
             fetches: HashMap::new(),
+            fetch_queue: VecDeque::new(),
+            fetch_stats: FetchStats::default(),
             evidence_dir,
         })
     }
@@ -382,6 +395,14 @@ impl Net {
             Some(b) => b,
             None => {
                 let envelope = own.envelope.0;
+                if envelope.len() as u64 > self.state.max_update_bytes {
+                    warn!(
+                        "our update of round {round} is {} bytes, over the job's largest update \
+                         of {}: peers will refuse it",
+                        envelope.len(),
+                        self.state.max_update_bytes
+                    );
+                }
                 let sha256 = Hash32::sha256(&envelope);
                 let msg = Message::Update(gossip::Update {
                     round,
@@ -426,7 +447,12 @@ impl Net {
                         dir.display()
                     );
                 }
-                Outcome::Fetch { round, blob, from } => self.start_fetch(round, blob, from),
+                Outcome::Fetch {
+                    round,
+                    operator,
+                    blob,
+                    from,
+                } => self.start_fetch(round, operator, blob, from),
             }
         }
     }
@@ -557,7 +583,7 @@ mod tests {
         let job = conclave_attestation::JobId([0x11; 32]);
         JobView {
             job,
-            domain: conclave_protocol::job_domain(&job),
+            domain: conclave_protocol::job_domain(&job, &Hash32::ZERO),
             policy: conclave_attestation::Policy::default(),
             operators: 3,
         }

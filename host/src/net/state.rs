@@ -3,10 +3,17 @@
 //! every message. Pure: no IO, no clock (callers pass `now`); what needs IO (storing an
 //! equivocation's two envelopes, fetching an update gossiped by reference) comes out as an
 //! [`Outcome`] for the driver to perform.
+//!
+//! Updates by reference are fetched under per-peer limits: one reference per operator and
+//! round is wanted (a second, different one is [`Misbehaved::SecondUpdate`]), only for the
+//! current round and the next, and only up to [`State::max_update_bytes`] declared bytes
+//! ([`Misbehaved::OversizeBlob`]); so what is wanted is at most the announced peers × 2
+//! rounds, and a past round's entries are dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use conclave_attestation::Envelope;
+use conclave_attestation::envelope::{MAX_PAYLOAD, MAX_TAG};
 use conclave_attestation::{
     AcceptedEvidence, BindingContext, EnclaveAddress, Endorsements, Evidence, JobId, Policy,
     UnixTime, appraise,
@@ -20,6 +27,15 @@ use libp2p::{Multiaddr, PeerId};
 
 /// Rounds ahead of the current one whose updates are kept (a faster peer may be one ahead).
 pub const ROUND_WINDOW: u64 = 1;
+
+/// The largest update envelope that decodes, the default bound on an update by reference:
+/// the envelope's payload limit ([`MAX_PAYLOAD`], 64 MiB) plus its head (magic, two tags of at
+/// most [`MAX_TAG`] bytes with their lengths, the payload length) and trailer (signer,
+/// evidence hash, signature). A driver that knows its job's largest update (from the model's
+/// parameter count and the codec's settings) sets a tighter one with
+/// [`State::with_max_update_bytes`].
+pub const MAX_UPDATE_ENVELOPE: u64 =
+    (8 + 2 * (2 + MAX_TAG) + 4 + MAX_PAYLOAD + 20 + 32 + 65) as u64;
 
 /// A peer's verified receipt: the envelope and its payload (the receipt JSON).
 pub type SignedReceipt = (Vec<u8>, Vec<u8>);
@@ -96,14 +112,24 @@ pub enum Outcome {
         first: Vec<u8>,
         second: Vec<u8>,
     },
-    /// An update gossiped by reference, to fetch from its publisher.
+    /// An update gossiped by reference by `operator` (at peer `from`), to fetch from it. At
+    /// most one per operator and round (again only after [`State::fetch_failed`] without
+    /// blame, when the same reference is gossiped again).
     Fetch {
         round: u64,
+        operator: u32,
         blob: gossip::BlobRef,
         from: PeerId,
     },
     /// An announce accepted for the first time (dial it, re-announce ourselves).
     NewPeer { operator: u32, replaced: bool },
+}
+
+/// An update by reference wanted from an operator for a round.
+struct Want {
+    sha256: Hash32,
+    /// The last fetch failed without the publisher's fault: fetch again when re-gossiped.
+    retry: bool,
 }
 
 /// What the node knows about the job's network.
@@ -122,10 +148,18 @@ pub struct State {
     /// Per round, per operator: its signed receipt (envelope) and the receipt payload, from
     /// its heartbeat, verified against its announced evidence.
     pub receipts: BTreeMap<u64, BTreeMap<u32, SignedReceipt>>,
+    /// Per on-chain round, per operator: the checkpoint statement on its heartbeat (its
+    /// signature is checked by the node against the chain's domain when it gathers them).
+    pub commitments: BTreeMap<u64, BTreeMap<u32, gossip::Commitment>>,
     /// What the driver has to do, in order.
     pub outcomes: Vec<Outcome>,
-    /// Blob references already asked for (by hash).
-    wanted: BTreeSet<Hash32>,
+    /// Per (round, operator): the one update by reference wanted from it. Only the current
+    /// round and the next are kept, so at most the announced peers × 2 entries.
+    wanted: BTreeMap<(u64, u32), Want>,
+    /// The largest update by reference fetched (declared bytes).
+    pub max_update_bytes: u64,
+    /// Per operator: updates by reference it served wrong ([`Misbehaved::BadBlob`]).
+    pub blame: BTreeMap<u32, u64>,
     /// Accepted messages so far (the driver wakes when it changes).
     pub accepted: u64,
     /// Counters of verdicts (for logs and tests).
@@ -144,12 +178,69 @@ impl State {
             banned: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             receipts: BTreeMap::new(),
+            commitments: BTreeMap::new(),
             outcomes: Vec::new(),
-            wanted: BTreeSet::new(),
+            wanted: BTreeMap::new(),
+            max_update_bytes: MAX_UPDATE_ENVELOPE,
+            blame: BTreeMap::new(),
             accepted: 0,
             rejected: 0,
             ignored: 0,
         }
+    }
+
+    /// Bounds updates by reference to `max` declared bytes (at most [`gossip::MAX_BLOB`]).
+    pub fn with_max_update_bytes(mut self, max: u64) -> Self {
+        self.max_update_bytes = max.min(gossip::MAX_BLOB);
+        self
+    }
+
+    /// How many updates by reference are wanted now (at most [`State::wanted_bound`]).
+    pub fn wanted_len(&self) -> usize {
+        self.wanted.len()
+    }
+
+    /// The most updates by reference wanted at once: one per announced peer and round of the
+    /// window.
+    pub fn wanted_bound(&self) -> usize {
+        self.peers.len() * (ROUND_WINDOW as usize + 1)
+    }
+
+    /// A fetch that `Outcome::Fetch` asked for ended without an update. With `blame` (the
+    /// publisher served bytes other than it declared) the operator's reference for the round
+    /// stays spent and the fault is counted against it ([`State::blame`]); the verdict comes
+    /// back for the driver to log and score. Without (a timeout, a closed connection, a
+    /// refusal), the same reference gossiped again is fetched again.
+    pub fn fetch_failed(
+        &mut self,
+        round: u64,
+        operator: u32,
+        blame: Option<String>,
+    ) -> Option<Misbehaved> {
+        match blame {
+            Some(why) => {
+                *self.blame.entry(operator).or_default() += 1;
+                self.rejected += 1;
+                Some(Misbehaved::BadBlob {
+                    operator,
+                    round,
+                    why,
+                })
+            }
+            None => {
+                if let Some(w) = self.wanted.get_mut(&(round, operator)) {
+                    w.retry = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops what is wanted outside the round window (past rounds, or ahead of it after the
+    /// driver moved the round back).
+    fn prune_wanted(&mut self) {
+        let (lo, hi) = (self.round, self.round.saturating_add(ROUND_WINDOW));
+        self.wanted.retain(|(r, _), _| (lo..=hi).contains(r));
     }
 
     /// The operators of the active set: announced and not excluded.
@@ -323,8 +414,9 @@ impl State {
     }
 
     fn on_blob_ref(&mut self, round: u64, b: gossip::BlobRef, source: Option<&PeerId>) -> Verdict {
-        // Judged once fetched; only the round window can be checked now.
-        if round < self.round || round > self.round + ROUND_WINDOW {
+        // The update is judged once fetched; what can be checked now is the round window, the
+        // publisher, its one reference a round and the declared size.
+        if round < self.round || round > self.round.saturating_add(ROUND_WINDOW) {
             return Verdict::Ignore(Ignored::BlobOutsideWindow {
                 round,
                 current: self.round,
@@ -333,17 +425,68 @@ impl State {
         let Some(src) = source else {
             return Verdict::Reject(Misbehaved::BlobWithoutPublisher);
         };
-        if self.peer_at(src).is_none() {
+        let Some(op) = self.peer_at(src).map(|p| p.operator) else {
             return Verdict::Ignore(Ignored::BlobFromStranger(*src));
-        }
-        if self.wanted.insert(b.sha256) {
-            self.outcomes.push(Outcome::Fetch {
-                round,
-                blob: b,
-                from: *src,
+        };
+        if let Some(&since) = self.banned.get(&op) {
+            return Verdict::Ignore(Ignored::Excluded {
+                operator: op,
+                since,
             });
         }
-        Verdict::Accept
+        if b.size > self.max_update_bytes {
+            return Verdict::Reject(Misbehaved::OversizeBlob {
+                operator: op,
+                size: b.size,
+                max: self.max_update_bytes,
+            });
+        }
+        self.prune_wanted();
+        if !self.wanted.contains_key(&(round, op))
+            && let Some(env) = self.updates.get(&round).and_then(|m| m.get(&op))
+        {
+            // Its update of the round came inline: that is its one update.
+            let w = Want {
+                sha256: Hash32::sha256(env),
+                retry: false,
+            };
+            self.wanted.insert((round, op), w);
+        }
+        match self.wanted.get_mut(&(round, op)) {
+            Some(w) if w.sha256 != b.sha256 => Verdict::Reject(Misbehaved::SecondUpdate {
+                operator: op,
+                round,
+                first: w.sha256,
+                second: b.sha256,
+            }),
+            Some(w) => {
+                // The same reference again (re-published for late joiners): forwarded, and
+                // fetched again only if the last fetch failed without the publisher's fault.
+                if std::mem::take(&mut w.retry) {
+                    self.outcomes.push(Outcome::Fetch {
+                        round,
+                        operator: op,
+                        blob: b,
+                        from: *src,
+                    });
+                }
+                Verdict::Accept
+            }
+            None => {
+                let w = Want {
+                    sha256: b.sha256,
+                    retry: false,
+                };
+                self.wanted.insert((round, op), w);
+                self.outcomes.push(Outcome::Fetch {
+                    round,
+                    operator: op,
+                    blob: b,
+                    from: *src,
+                });
+                Verdict::Accept
+            }
+        }
     }
 
     fn on_update(&mut self, u: gossip::Update, source: Option<&PeerId>) -> Verdict {
@@ -392,7 +535,7 @@ impl State {
                 current: self.round,
             });
         }
-        if round > self.round + ROUND_WINDOW {
+        if round > self.round.saturating_add(ROUND_WINDOW) {
             return Verdict::Ignore(Ignored::BeyondWindow {
                 operator: op,
                 round,
@@ -443,7 +586,9 @@ impl State {
         if source != Some(&peer.peer_id) {
             return Verdict::Reject(Misbehaved::HeartbeatByAnother { operator: op });
         }
-        if h.round + 1 < self.round || h.round > self.round + ROUND_WINDOW {
+        if h.round.saturating_add(1) < self.round
+            || h.round > self.round.saturating_add(ROUND_WINDOW)
+        {
             return Verdict::Ignore(Ignored::HeartbeatOutsideWindow {
                 operator: op,
                 round: h.round,
@@ -481,11 +626,30 @@ impl State {
                 .or_default()
                 .insert(op, (receipt.bytes, receipt.envelope.payload));
         }
+        if let Some(c) = h.commitment {
+            // The statement is about the model the heartbeat reports, after its round.
+            if c.round != h.round.saturating_add(1) || c.model_hash != h.model_hash {
+                return Verdict::Reject(Misbehaved::ReceiptMismatch {
+                    operator: op,
+                    round: h.round,
+                    model: h.model_hash,
+                });
+            }
+            self.commitments.entry(c.round).or_default().insert(op, c);
+        }
         self.heartbeats
             .entry(h.round)
             .or_default()
             .insert(op, h.model_hash);
         Verdict::Accept
+    }
+
+    /// The checkpoint statements peers sent for on-chain round `round`, by operator.
+    pub fn commitments(&self, round: u64) -> Vec<(u32, gossip::Commitment)> {
+        self.commitments
+            .get(&round)
+            .map(|m| m.iter().map(|(o, c)| (*o, c.clone())).collect())
+            .unwrap_or_default()
     }
 }
 

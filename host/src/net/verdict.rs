@@ -43,6 +43,29 @@ pub enum Misbehaved {
         reasons: Vec<String>,
     },
     BlobWithoutPublisher,
+    /// A second, different update by reference from one operator for one round (an operator
+    /// publishes exactly one update a round): not fetched.
+    SecondUpdate {
+        operator: u32,
+        round: u64,
+        first: Hash32,
+        second: Hash32,
+    },
+    /// An update by reference declared larger than the job's largest update: not fetched.
+    OversizeBlob {
+        operator: u32,
+        size: u64,
+        max: u64,
+    },
+    /// The publisher of an update by reference served bytes other than it declared (an
+    /// answer over the request's bound, a chunk out of place, an envelope for another job or
+    /// of another size, bytes that hash otherwise). Found while fetching, not on a gossip
+    /// message: it weighs on the publisher's application score.
+    BadBlob {
+        operator: u32,
+        round: u64,
+        why: String,
+    },
     BadEnvelope(String),
     UnattestedSigner(EnclaveAddress),
     BadStatement {
@@ -101,6 +124,33 @@ impl fmt::Display for Misbehaved {
                 reasons.join("; ")
             ),
             BlobWithoutPublisher => f.write_str("an update by reference without its publisher"),
+            SecondUpdate {
+                operator,
+                round,
+                first,
+                second,
+            } => write!(
+                f,
+                "operator {operator} referenced a second update {second} for round {round} \
+                 (after {first}); one update per operator and round is fetched"
+            ),
+            OversizeBlob {
+                operator,
+                size,
+                max,
+            } => write!(
+                f,
+                "operator {operator} referenced an update of {size} bytes, over the job's \
+                 largest update of {max}"
+            ),
+            BadBlob {
+                operator,
+                round,
+                why,
+            } => write!(
+                f,
+                "operator {operator} served its update of round {round} wrong: {why}"
+            ),
             BadEnvelope(e) => write!(f, "update envelope: {e}"),
             UnattestedSigner(a) => write!(
                 f,

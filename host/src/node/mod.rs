@@ -34,6 +34,7 @@ pub use onchain::{OnChain, Withdrawal};
 pub use report::{NodeEvent, NodeSummary};
 
 use crate::config::NodeConfig;
+use crate::net::state::MAX_UPDATE_ENVELOPE;
 use crate::net::{JobView, Net, Offer, State};
 use crate::operator::{Operator, launch_operator, prepare_job};
 use crate::round::{
@@ -109,9 +110,12 @@ async fn run_node_async(
     let me = cfg.node.index;
     let store = JobStore::create(&cfg.storage.dir)?;
     let job = prepare_job(&jobcfg, &cfg.enclave)?;
+    // The document every enclave of the job obeys, kept for auditors (its hash is the spec
+    // hash the enclaves' statements name).
+    crate::store::write_atomic(&store.document(), &job.document)?;
     let mut own = launch_operator(&job, me, &store, None).context("our own enclave")?;
     let onchain = match &cfg.chain {
-        Some(c) => Some(onchain::join_chain(c, &jobcfg, &job.published, &mut own).await?),
+        Some(c) => Some(onchain::join_chain(c, &jobcfg, &job, &mut own, &store, events).await?),
         None => None,
     };
 
@@ -123,7 +127,11 @@ async fn run_node_async(
         operators: jobcfg.operators,
     };
     let (keypair, restarted) = node_identity(&store)?;
-    let mut net = Net::new(keypair, State::new(view), store.equivocation_dir())?;
+    // No update of the job can be larger than its parameters as f32 values with u32 indices,
+    // plus the envelope: a reference to a larger blob is refused before any byte is fetched.
+    let max_update = 8 * job.published.params.max(1) + (1 << 20);
+    let state = State::new(view).with_max_update_bytes(max_update.min(MAX_UPDATE_ENVELOPE));
+    let mut net = Net::new(keypair, state, store.equivocation_dir())?;
     info!("operator {me}: peer id {}", net.local_peer_id());
     net.listen(cfg.node.listen.parse()?).await?;
     announce_and_wait(&mut net, cfg, &own).await?;
@@ -387,30 +395,48 @@ impl Run<'_> {
         if store_it {
             self.checkpoint(round).await?;
         }
+        // At an on-chain checkpoint round the enclave's statement rides on the heartbeat, so
+        // that peers gather a certificate from the heartbeats.
+        let commitment = match &self.onchain {
+            Some(oc) if chain_round => Some(
+                onchain::commitment(
+                    &mut self.net,
+                    &mut self.own,
+                    oc,
+                    round + 1,
+                    &self.model_hash,
+                    &r.outcome_hash(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let hb = Message::Heartbeat(Heartbeat {
             operator: self.me,
             round,
             model_hash: self.model_hash,
             receipt: Some(Blob(receipt.bytes.clone())),
+            commitment: commitment.clone(),
         });
         self.net.publish_own(&hb)?;
-        if let Some(oc) = &self.onchain
-            && chain_round
-        {
-            let fixed = onchain::commit_round(
+        if let (Some(oc), Some(c)) = (&self.onchain, &commitment) {
+            let me = self.own()?.address;
+            let certified = onchain::certify(
                 &mut self.net,
-                &mut self.own,
                 oc,
-                round + 1,
-                &self.model_hash,
-                receipt.payload(),
+                &self.store,
+                c,
+                me,
+                Duration::from_millis(self.cfg.node.settle_ms.max(500)),
+                Duration::from_secs(self.cfg.node.round_timeout_s),
             )
             .await?;
-            events(NodeEvent::Committed {
+            events(NodeEvent::Certified {
                 round: round + 1,
-                fixed,
+                signers: certified.signers,
+                submitted: certified.submitted,
             });
-            self.commits.push((round + 1, fixed));
+            self.commits.push((round + 1, certified.submitted));
         }
         // Peers' heartbeats of the previous round that disagree with ours.
         self.report_disagreement(round.saturating_sub(1));

@@ -16,8 +16,20 @@ pub enum NodeEvent {
         operators: Vec<u32>,
         loss: f64,
     },
-    /// Our checkpoint statement for on-chain round `round` landed; `fixed`: ours was first.
-    Committed { round: u64, fixed: bool },
+    /// The node asks the job's verifiers to approve its enclave key: the request is at
+    /// `request`, approvals go into `approvals` (`needed` distinct verifiers).
+    ApprovalRequested {
+        request: std::path::PathBuf,
+        approvals: std::path::PathBuf,
+        needed: usize,
+    },
+    /// On-chain round `round` is certified by a quorum of enclave statements matching ours
+    /// (`signers` on the certificate we assembled); `submitted`: our transaction certified it.
+    Certified {
+        round: u64,
+        signers: usize,
+        submitted: bool,
+    },
     /// Stake and payment withdrawn.
     Withdrew(Withdrawal),
 }
@@ -34,10 +46,24 @@ impl std::fmt::Display for NodeEvent {
                 f,
                 "round {round}: model {model_hash} (operators {operators:?}, loss {loss:.4})"
             ),
-            NodeEvent::Committed { round, fixed } => write!(
+            NodeEvent::ApprovalRequested {
+                request,
+                approvals,
+                needed,
+            } => write!(
                 f,
-                "checkpoint {round}: committed on chain ({})",
-                if *fixed { "fixed the round" } else { "agrees" }
+                "approval requested: {} ({needed} verifier approval(s) into {})",
+                request.display(),
+                approvals.display()
+            ),
+            NodeEvent::Certified {
+                round,
+                signers,
+                submitted,
+            } => write!(
+                f,
+                "checkpoint {round}: certified on chain ({signers} enclave signatures{})",
+                if *submitted { ", submitted by us" } else { "" }
             ),
             NodeEvent::Withdrew(w) => write!(
                 f,
@@ -66,7 +92,7 @@ pub struct NodeSummary {
     pub update_bytes: Vec<u64>,
     /// Optimizer steps per round (from our receipts).
     pub steps_per_round: u64,
-    /// On-chain rounds whose checkpoint we committed, with whether ours fixed the round.
+    /// On-chain rounds certified with our statement, with whether our transaction certified it.
     pub commits: Vec<(u64, bool)>,
     /// Stake and payment withdrawn (wei), when the node waited for settlement.
     pub withdrawn: Option<String>,
