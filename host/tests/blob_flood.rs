@@ -20,7 +20,7 @@ use conclave_host::net::{BehaviourEvent, JobView, Net, State, build_swarm};
 use conclave_protocol::channel::Blob;
 use conclave_protocol::gossip::{Announce, BlobRef, Kind, MAX_BLOB, Message, Update};
 use conclave_protocol::sync::{SyncRequest, SyncResponse};
-use conclave_protocol::{Hash32, job_domain};
+use conclave_protocol::{AnnounceStatement, Hash32, Signed, job_domain};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity;
@@ -199,6 +199,21 @@ async fn a_peer_flooding_references_is_cut_off_at_one_fetch_per_round() {
                         nonce,
                         peer_id: me.to_string(),
                         addrs: listen.clone(),
+                        statement: Blob(
+                            Signed::seal(
+                                &key,
+                                &domain,
+                                AnnounceStatement {
+                                    job_id: job,
+                                    operator: 1,
+                                    peer_id: me.to_string(),
+                                    account: None,
+                                },
+                                evidence.hash(),
+                            )
+                            .unwrap()
+                            .bytes,
+                        ),
                     });
                     let _ = swarm
                         .behaviour_mut()

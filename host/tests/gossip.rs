@@ -307,6 +307,21 @@ fn rogue(bootstrap: Multiaddr, spec: String, stop: Arc<AtomicBool>) -> Vec<Strin
                             nonce,
                             peer_id: me.to_string(),
                             addrs: listen.clone(),
+                            statement: Blob(
+                                conclave_protocol::Signed::seal(
+                                    &key,
+                                    &domain,
+                                    conclave_protocol::AnnounceStatement {
+                                        job_id: job,
+                                        operator: 4,
+                                        peer_id: me.to_string(),
+                                        account: None,
+                                    },
+                                    ev.hash(),
+                                )
+                                .unwrap()
+                                .bytes,
+                            ),
                         });
                         let _ = swarm.behaviour_mut().gossipsub.publish(topic(Kind::Announce), a.encode().unwrap());
                     }

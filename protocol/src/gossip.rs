@@ -42,6 +42,8 @@ pub const MAX_ADDRS: usize = 16;
 pub const MAX_ADDR_LEN: usize = 256;
 /// Largest operator set.
 pub const MAX_OPERATORS: u32 = 1024;
+/// The largest signed announce statement (an envelope around a few hundred bytes of JSON).
+pub const MAX_ANNOUNCE_STATEMENT: usize = 4096;
 /// The most enclaves a round's update set names (the contract's bound).
 pub const MAX_MEMBERS: usize = 256;
 
@@ -139,6 +141,9 @@ pub struct Announce {
     pub peer_id: String,
     /// Its listen multiaddrs (text).
     pub addrs: Vec<String>,
+    /// The enclave's signed `announce` statement naming this peer id, the operator slot and,
+    /// with a chain, the operator account: without it an announce is anyone's.
+    pub statement: Blob,
 }
 
 /// A signed update of a round, as its enclave sealed it: inline, or (when it would exceed
@@ -326,6 +331,15 @@ impl Message {
                     ));
                 }
                 text_field("peer_id", &a.peer_id)?;
+                if a.statement.0.is_empty() || a.statement.0.len() > MAX_ANNOUNCE_STATEMENT {
+                    return Err(field(
+                        "statement",
+                        format!(
+                            "{} bytes (1 to {MAX_ANNOUNCE_STATEMENT})",
+                            a.statement.0.len()
+                        ),
+                    ));
+                }
                 if a.addrs.len() > MAX_ADDRS {
                     return Err(field(
                         "addrs",
@@ -416,6 +430,7 @@ mod tests {
             nonce: Nonce([0xcd; 32]),
             peer_id: "12D3KooWExample".into(),
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            statement: Blob(vec![5; 300]),
         })
     }
 

@@ -22,7 +22,9 @@ use conclave_protocol::channel::PeerEvidence;
 use conclave_protocol::gossip::{self, Kind, Message};
 use conclave_protocol::receipt::RoundReceipt;
 use conclave_protocol::statement::UpdateHeader;
-use conclave_protocol::{Hash32, Signed, Statement, StatementError, StatementKind, UpdatePayload};
+use conclave_protocol::{
+    AnnounceStatement, Hash32, Signed, Statement, StatementError, StatementKind, UpdatePayload,
+};
 use libp2p::{Multiaddr, PeerId};
 
 /// Rounds ahead of the current one whose updates are kept (a faster peer may be one ahead).
@@ -65,6 +67,8 @@ pub struct Peer {
     pub ctx: BindingContext,
     pub peer_id: PeerId,
     pub addrs: Vec<Multiaddr>,
+    /// The on-chain operator account its enclave's announce statement names (with a chain).
+    pub account: Option<String>,
 }
 
 pub use super::verdict::{Ignored, Misbehaved, Verdict};
@@ -379,6 +383,39 @@ impl State {
                 reasons: appraisal.reasons.iter().map(|r| r.to_string()).collect(),
             });
         };
+        // The enclave's own word that this peer id speaks for it, in this slot of this job: a
+        // host announcing another operator's (public) evidence cannot produce it.
+        let ctx = BindingContext {
+            job_id: self.view.job,
+            nonce: a.nonce,
+        };
+        let statement = match Signed::<AnnounceStatement>::verify_from(
+            &a.statement.0,
+            &self.view.domain,
+            &accepted,
+            &ctx,
+            a.address,
+        ) {
+            Ok(s) => s.statement,
+            Err(e) => {
+                return Verdict::Reject(AnnounceNotBound {
+                    operator: a.operator,
+                    why: e.to_string(),
+                });
+            }
+        };
+        if statement.peer_id != a.peer_id
+            || statement.operator != a.operator
+            || statement.job_id != self.view.job
+        {
+            return Verdict::Reject(AnnounceNotBound {
+                operator: a.operator,
+                why: format!(
+                    "the enclave speaks for peer {} as operator {} of job {}",
+                    statement.peer_id, statement.operator, statement.job_id
+                ),
+            });
+        }
         let addrs = a
             .addrs
             .iter()
@@ -404,6 +441,7 @@ impl State {
                 },
                 peer_id,
                 addrs,
+                account: statement.account,
             },
         );
         self.outcomes.push(Outcome::NewPeer {

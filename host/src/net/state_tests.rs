@@ -46,18 +46,40 @@ fn op(att: &SimAttester, view: &JobView, i: u8) -> Op {
     }
 }
 
-fn announce(o: &Op, view: &JobView, operator: u32) -> Vec<u8> {
+/// The enclave's signed word that `peer` speaks for it as `operator`.
+fn announce_statement(o: &Op, view: &JobView, operator: u32, peer: &PeerId) -> Blob {
+    let stmt = AnnounceStatement {
+        job_id: view.job,
+        operator,
+        peer_id: peer.to_string(),
+        account: None,
+    };
+    Blob(
+        Signed::seal(&o.key, &view.domain, stmt, o.evidence.hash())
+            .unwrap()
+            .bytes,
+    )
+}
+
+/// `o`'s evidence announced as `operator` from `peer` with `statement`.
+fn announce_as(o: &Op, view: &JobView, operator: u32, peer: &PeerId, statement: Blob) -> Vec<u8> {
     Message::Announce(Announce {
         job_id: view.job,
         operator,
         address: o.key.address(),
         evidence: Blob(o.evidence.encode()),
         nonce: o.nonce,
-        peer_id: o.peer.to_string(),
+        peer_id: peer.to_string(),
         addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        statement,
     })
     .encode()
     .unwrap()
+}
+
+fn announce(o: &Op, view: &JobView, operator: u32) -> Vec<u8> {
+    let st = announce_statement(o, view, operator, &o.peer);
+    announce_as(o, view, operator, &o.peer, st)
 }
 
 fn update(o: &Op, view: &JobView, round: u64, body: &[u8]) -> Vec<u8> {
@@ -529,4 +551,77 @@ fn a_reference_after_an_inline_update_of_the_round_is_a_second_update() {
         s.validate(Kind::Heartbeat, &hb, Some(&ops[2].peer), now()),
         Verdict::Ignore(_)
     ));
+}
+
+/// A thief re-announces a victim's public evidence from its own peer id first (with the
+/// victim's statement, one naming the thief's peer id that the victim's enclave never signed,
+/// or one the thief's own enclave signed): every variant is refused, and the victim's announce
+/// is still accepted afterwards.
+#[test]
+fn a_re_announce_of_another_operators_evidence_is_refused_and_the_victim_still_joins() {
+    let view = view();
+    let att = SimAttester::new(SimConfig::default()).unwrap();
+    let victim = op(&att, &view, 1);
+    let thief = op(&att, &view, 2);
+    let mut s = State::new(view.clone());
+
+    // The victim's own statement (naming the victim's peer id), replayed from the thief's.
+    let st = announce_statement(&victim, &view, 0, &victim.peer);
+    let b = announce_as(&victim, &view, 0, &thief.peer, st);
+    assert!(matches!(
+        s.validate(Kind::Announce, &b, Some(&thief.peer), now()),
+        Verdict::Reject(Misbehaved::AnnounceNotBound { operator: 0, .. })
+    ));
+    // A statement naming the thief's peer id, signed by the thief's own enclave key.
+    let forged = Signed::seal(
+        &thief.key,
+        &view.domain,
+        AnnounceStatement {
+            job_id: view.job,
+            operator: 0,
+            peer_id: thief.peer.to_string(),
+            account: None,
+        },
+        thief.evidence.hash(),
+    )
+    .unwrap();
+    let b = announce_as(&victim, &view, 0, &thief.peer, Blob(forged.bytes));
+    assert!(matches!(
+        s.validate(Kind::Announce, &b, Some(&thief.peer), now()),
+        Verdict::Reject(Misbehaved::AnnounceNotBound { .. })
+    ));
+    // Another slot than the statement names, or no statement at all.
+    let st = announce_statement(&victim, &view, 0, &victim.peer);
+    let b = announce_as(&victim, &view, 2, &victim.peer, st);
+    assert!(matches!(
+        s.validate(Kind::Announce, &b, Some(&victim.peer), now()),
+        Verdict::Reject(Misbehaved::AnnounceNotBound { operator: 2, .. })
+    ));
+    let b = announce_as(&victim, &view, 0, &thief.peer, Blob(vec![1; 10]));
+    assert!(matches!(
+        s.validate(Kind::Announce, &b, Some(&thief.peer), now()),
+        Verdict::Reject(_)
+    ));
+    assert!(s.peers.is_empty(), "nothing was admitted");
+
+    // The victim announces: accepted, and its evidence is its own.
+    assert_eq!(
+        s.validate(
+            Kind::Announce,
+            &announce(&victim, &view, 0),
+            Some(&victim.peer),
+            now()
+        ),
+        Verdict::Accept
+    );
+    assert_eq!(s.peers[&0].peer_id, victim.peer);
+    assert_eq!(s.peers[&0].address, victim.key.address());
+    // The thief announcing the victim's evidence now: still refused.
+    let st = announce_statement(&victim, &view, 1, &victim.peer);
+    let b = announce_as(&victim, &view, 1, &thief.peer, st);
+    assert!(matches!(
+        s.validate(Kind::Announce, &b, Some(&thief.peer), now()),
+        Verdict::Reject(_)
+    ));
+    assert_eq!(s.peers.len(), 1);
 }

@@ -42,6 +42,12 @@ pub enum Misbehaved {
         operator: u32,
         reasons: Vec<String>,
     },
+    /// The enclave's signed announce statement names another peer id, operator slot or job
+    /// than the announce (someone else's evidence announced as one's own).
+    AnnounceNotBound {
+        operator: u32,
+        why: String,
+    },
     BlobWithoutPublisher,
     /// A second, different update by reference from one operator for one round (an operator
     /// publishes exactly one update a round): not fetched.
@@ -116,6 +122,12 @@ impl fmt::Display for Misbehaved {
             ),
             EvidenceTaken { operator } => {
                 write!(f, "this evidence is already operator {operator}'s")
+            }
+            AnnounceNotBound { operator, why } => {
+                write!(
+                    f,
+                    "operator {operator}: the announce is not its enclave's: {why}"
+                )
             }
             Appraisal { operator, why } => write!(f, "operator {operator}: appraisal: {why}"),
             EvidenceRejected { operator, reasons } => write!(

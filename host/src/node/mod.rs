@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use conclave_protocol::channel::{Blob, PeerEvidence, Request, Response};
 use conclave_protocol::gossip::{Announce, Heartbeat, Kind, Message};
 use conclave_protocol::receipt::RoundReceipt;
-use conclave_protocol::{CheckpointManifest, Hash32, Signed};
+use conclave_protocol::{AnnounceStatement, CheckpointManifest, Hash32, Signed};
 use libp2p::{Multiaddr, identity};
 use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
@@ -134,7 +134,13 @@ async fn run_node_async(
     let mut net = Net::new(keypair, state, store.equivocation_dir())?;
     info!("operator {me}: peer id {}", net.local_peer_id());
     net.listen(cfg.node.listen.parse()?).await?;
-    announce_and_wait(&mut net, cfg, &own).await?;
+    let account = onchain.as_ref().map(|oc| oc.chain.account.to_string());
+    announce_and_wait(&mut net, cfg, &mut own, account).await?;
+    // With a chain, every peer's enclave key must be registered on chain by the account its
+    // announce names; a peer that is not is left out of every round.
+    if let Some(oc) = &onchain {
+        onchain::check_registrations(oc, &mut net.state).await?;
+    }
     for p in net.state.peers.values() {
         let rec = crate::store::OperatorRecord {
             operator: p.operator,
@@ -187,13 +193,26 @@ async fn run_node_async(
 }
 
 /// Publishes our announce until every operator of the job has announced.
-async fn announce_and_wait(net: &mut Net, cfg: &NodeConfig, own: &Operator) -> Result<()> {
+async fn announce_and_wait(
+    net: &mut Net,
+    cfg: &NodeConfig,
+    own: &mut Operator,
+    account: Option<String>,
+) -> Result<()> {
     let bootstrap: Vec<Multiaddr> = cfg
         .node
         .bootstrap
         .iter()
         .map(|b| b.parse())
         .collect::<Result<_, _>>()?;
+    // The enclave's word that this peer id (and, with a chain, this account) speaks for it.
+    let statement: Signed<AnnounceStatement> = own.signed(
+        &Request::SignAnnounce {
+            peer_id: net.local_peer_id().to_string(),
+            account,
+        },
+        &net.state.view.domain.clone(),
+    )?;
     let announce = Message::Announce(Announce {
         job_id: net.state.view.job,
         operator: own.index,
@@ -202,6 +221,7 @@ async fn announce_and_wait(net: &mut Net, cfg: &NodeConfig, own: &Operator) -> R
         nonce: own.peer.nonce,
         peer_id: net.local_peer_id().to_string(),
         addrs: net.listen_addrs.iter().map(|a| a.to_string()).collect(),
+        statement: Blob(statement.bytes),
     });
     let deadline = Instant::now() + Duration::from_secs(cfg.node.announce_timeout_s);
     loop {

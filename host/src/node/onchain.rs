@@ -309,6 +309,33 @@ async fn await_approvals(
     }
 }
 
+/// Checks every announced peer against the chain: its enclave key is registered for the job
+/// by the operator account its enclave's announce statement names. A peer that is not is
+/// excluded (banned from round 0) with a warning naming why.
+pub(super) async fn check_registrations(oc: &OnChain, state: &mut crate::net::State) -> Result<()> {
+    let peers: Vec<(u32, EnclaveAddress, Option<String>)> = state
+        .peers
+        .values()
+        .map(|p| (p.operator, p.address, p.account.clone()))
+        .collect();
+    for (op, address, account) in peers {
+        let registered = oc
+            .chain
+            .operator_of_key(oc.job, Address::from(address.0))
+            .await?;
+        let named = account.as_deref().and_then(|a| a.parse::<Address>().ok());
+        if registered == Address::ZERO || named != Some(registered) {
+            warn!(
+                "operator {op}: enclave 0x{address} is registered on chain by {registered}, its \
+                 announce names {}: left out of every round",
+                account.as_deref().unwrap_or("no account")
+            );
+            state.banned.insert(op, 0);
+        }
+    }
+    Ok(())
+}
+
 /// Has the enclave sign its checkpoint statement for on-chain round `round` (the model after
 /// `round` closed rounds) and checks it against what the node knows of the round.
 pub(super) async fn commitment(
