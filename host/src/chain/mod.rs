@@ -388,15 +388,16 @@ impl Chain {
                     credited,
                 })
             }
-            Err(e) => match e.downcast_ref::<ChainError>() {
-                Some(ChainError::Reverted {
-                    error: ContractError::RoundBehind(r),
-                    ..
-                }) if r.round == cert.round && r.latestRound >= cert.round => {
+            Err(e) => {
+                // Another relayer's certificate may have landed first: at estimation (a
+                // `RoundBehind` revert) or in the same block as ours (a mined revert).
+                let cp = self.checkpoint(job, cert.round).await?;
+                if cp.certifiedAt != 0 && cp.modelHash == cert.model_hash {
                     Ok(Submitted::Already)
+                } else {
+                    Err(e)
                 }
-                _ => Err(e),
-            },
+            }
         }
     }
 
