@@ -90,6 +90,11 @@ struct ServeArgs {
     device: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "sim")]
     attester: AttesterKind,
+    /// The MEASUREMENT sim evidence reports (96 hex digits). In a VM without a TEE the guest's
+    /// init gives the launch measurement it computed from what qemu loaded; as a host process
+    /// the sim's constant is used. Hardware attesters take theirs from the hardware.
+    #[arg(long, value_name = "HEX")]
+    measurement: Option<String>,
     /// The corpus folder inside the enclave (the job spec cannot name another).
     #[arg(long, default_value = ".data/moby-dick/package")]
     corpus: PathBuf,
@@ -236,6 +241,7 @@ fn spec(config: PathBuf, corpus: PathBuf, cache: PathBuf) -> Result<ExitCode> {
             "data_root": t.dataset.root().to_string(),
             "initial_model_hash": t.model_hash()?,
             "params": t.param_count(),
+            "dataset_dir": &t.dataset.dir,
         })
     );
     Ok(ExitCode::SUCCESS)
@@ -248,7 +254,17 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         tch::set_num_threads(a.threads);
     }
     let attester: Box<dyn Attester> = match a.attester {
-        AttesterKind::Sim => Box::new(SimAttester::new(SimConfig::default())?),
+        AttesterKind::Sim => {
+            let mut config = SimConfig::default();
+            if let Some(m) = &a.measurement {
+                config.measurement = conclave_attestation::Measurement::from_hex(m)
+                    .map_err(|e| anyhow::anyhow!("--measurement: {e}"))?;
+            }
+            Box::new(SimAttester::new(config)?)
+        }
+        _ if a.measurement.is_some() => {
+            bail!("--measurement is for the sim attester; SEV-SNP and TDX measure in hardware")
+        }
         AttesterKind::Snp => Box::new(SnpAttester::new()),
         AttesterKind::Tdx => Box::new(TdxAttester::new()),
     };

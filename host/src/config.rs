@@ -338,9 +338,7 @@ impl OperatorConfig {
             job.validate()?;
         }
         self.api.validate()?;
-        if let Launch::Qemu(q) = &self.enclave {
-            q.validate()?;
-        }
+        self.enclave.validate()?;
         Ok(())
     }
 }

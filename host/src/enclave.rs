@@ -5,8 +5,11 @@
 
 use std::io::{BufReader, BufWriter};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -25,6 +28,8 @@ pub struct Refused {
 pub struct Channel {
     r: BufReader<UnixStream>,
     w: BufWriter<UnixStream>,
+    /// A guest's console log: a broken channel is reported with its last lines.
+    console: Option<PathBuf>,
 }
 
 impl Channel {
@@ -46,7 +51,21 @@ impl Channel {
         Ok(Channel {
             r: BufReader::new(stream.try_clone()?),
             w: BufWriter::new(stream),
+            console: None,
         })
+    }
+
+    /// Names the guest console log whose last lines explain a broken channel.
+    pub fn with_console(mut self, log: &Path) -> Self {
+        self.console = Some(log.to_path_buf());
+        self
+    }
+
+    fn broken(&self, e: anyhow::Error) -> anyhow::Error {
+        match &self.console {
+            Some(log) => e.context(console_report(log)),
+            None => e,
+        }
     }
 
     /// A second handle on the connection: shutting it down ends a call waiting for an answer
@@ -63,8 +82,13 @@ impl Channel {
 
     /// Sends `req` and returns the answer; a refusal is an error of type [`Refused`].
     pub fn call(&mut self, req: &Request) -> Result<Response> {
-        write_frame(&mut self.w, req).context("writing to the enclave")?;
-        let resp: Response = read_frame(&mut self.r, MAX_FRAME).context("reading the enclave")?;
+        if let Err(e) = write_frame(&mut self.w, req) {
+            return Err(self.broken(anyhow::Error::new(e).context("writing to the enclave")));
+        }
+        let resp: Response = match read_frame(&mut self.r, MAX_FRAME) {
+            Ok(r) => r,
+            Err(e) => return Err(self.broken(anyhow::Error::new(e).context("reading the enclave"))),
+        };
         if let Response::Error { code, message } = resp {
             return Err(Refused { code, message }.into());
         }
@@ -97,8 +121,169 @@ pub enum Launch {
         #[serde(default)]
         threads: u32,
     },
-    /// A confidential VM under qemu.
-    Qemu(QemuConfig),
+    /// The measured guest image (`conclave image build`) under qemu: without a TEE (KVM when
+    /// it works, else TCG; the enclave's sim evidence carries the launch measurement the guest
+    /// computed), or as an SEV-SNP or TDX guest on hardware.
+    Vm(VmLaunch),
+}
+
+impl Launch {
+    /// The `conclave-enclave` program the host runs for the job's published facts, the corpus
+    /// and the data cache.
+    pub fn data_inputs(&self) -> (PathBuf, &Path, &Path) {
+        match self {
+            Launch::Sim {
+                program,
+                corpus,
+                cache,
+                ..
+            }
+            | Launch::Vm(VmLaunch {
+                program,
+                corpus,
+                cache,
+                ..
+            }) => (
+                program.clone().unwrap_or_else(default_enclave_program),
+                corpus,
+                cache,
+            ),
+        }
+    }
+
+    /// Checks what would fail later, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        if let Launch::Vm(v) = self {
+            v.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// `[enclave] kind = "vm"`: the guest image each operator's enclave boots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmLaunch {
+    /// The image folder written by `conclave image build`.
+    #[serde(default = "default_image")]
+    pub image: PathBuf,
+    /// `none` (a plain VM: KVM when it works, else TCG), `snp` or `tdx` (hardware, KVM).
+    #[serde(default = "default_vm_tee")]
+    pub tee: VmTee,
+    #[serde(default = "default_qemu")]
+    pub qemu: PathBuf,
+    /// OVMF (SNP) or TDVF (TDX); optional for `tee = "none"`.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
+    /// vCPUs of each guest.
+    #[serde(default = "default_vm_vcpus")]
+    pub vcpus: u32,
+    /// Memory of each guest, MiB (the root filesystem's page cache, libtorch, the model and
+    /// the scratch tmpfs live in it).
+    #[serde(default = "default_vm_memory")]
+    pub memory_mib: u64,
+    /// For `tee = "none"`: `kvm` or `tcg` (default: KVM where it works, else TCG).
+    #[serde(default)]
+    pub accel: Option<String>,
+    /// SNP guest policy.
+    #[serde(default = "default_snp_policy")]
+    pub snp_policy: u64,
+    /// The corpus the dataset disk is made from.
+    #[serde(default = "default_corpus")]
+    pub corpus: PathBuf,
+    /// The host's data cache (the shards go onto the dataset disk; disks are kept here).
+    #[serde(default = "default_cache")]
+    pub cache: PathBuf,
+    /// The host's `conclave-enclave`, run for the job's published facts (default: beside
+    /// `conclave`). The guest runs its own, from the image.
+    #[serde(default)]
+    pub program: Option<PathBuf>,
+    /// The longest a guest may take from qemu's start to the enclave's first answer.
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout_s: u64,
+}
+
+/// What every guest of a job boots: the image's files, the job's dataset disk and the
+/// command line (the image's, with the attester and the dataset's verity parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub root_disk: PathBuf,
+    pub data_disk: PathBuf,
+    pub cmdline: String,
+}
+
+fn default_image() -> PathBuf {
+    PathBuf::from("runs/image")
+}
+fn default_vm_tee() -> VmTee {
+    VmTee::None
+}
+fn default_vm_vcpus() -> u32 {
+    1
+}
+fn default_vm_memory() -> u64 {
+    2048
+}
+fn default_boot_timeout() -> u64 {
+    600
+}
+
+impl VmLaunch {
+    /// A plain VM of `image` with the defaults, reading `corpus` and `cache`.
+    pub fn new(image: PathBuf, corpus: PathBuf, cache: PathBuf) -> Self {
+        VmLaunch {
+            image,
+            tee: VmTee::None,
+            qemu: default_qemu(),
+            firmware: None,
+            vcpus: default_vm_vcpus(),
+            memory_mib: default_vm_memory(),
+            accel: None,
+            snp_policy: default_snp_policy(),
+            corpus,
+            cache,
+            program: None,
+            boot_timeout_s: default_boot_timeout(),
+        }
+    }
+
+    /// The qemu launch of one guest of `boot`, its channel on `socket`.
+    pub fn qemu(&self, boot: &GuestBoot, socket: PathBuf, cid: u32) -> QemuConfig {
+        QemuConfig {
+            tee: self.tee,
+            qemu: self.qemu.clone(),
+            firmware: self.firmware.clone(),
+            kernel: boot.kernel.clone(),
+            initrd: boot.initrd.clone(),
+            cmdline: boot.cmdline.clone(),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            vsock_cid: cid,
+            snp_policy: self.snp_policy,
+            accel: self.accel.clone(),
+            root_disk: Some(boot.root_disk.clone()),
+            data_disk: Some(boot.data_disk.clone()),
+            channel_socket: socket,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.boot_timeout_s == 0 {
+            bail!("enclave.boot_timeout_s must be at least 1");
+        }
+        // The rest is what qemu would refuse.
+        let boot = GuestBoot {
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            root_disk: PathBuf::new(),
+            data_disk: PathBuf::new(),
+            cmdline: String::new(),
+        };
+        self.qemu(&boot, PathBuf::from("channel.sock"), 3)
+            .validate()
+    }
 }
 
 fn default_corpus() -> PathBuf {
@@ -337,10 +522,15 @@ impl QemuConfig {
 pub struct Launched {
     pub child: Child,
     pub socket: PathBuf,
+    /// Set on drop: stops a guest's watchdog.
+    pub watch: Option<Arc<AtomicBool>>,
 }
 
 impl Drop for Launched {
     fn drop(&mut self) {
+        if let Some(w) = &self.watch {
+            w.store(true, Ordering::Relaxed);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
@@ -394,6 +584,7 @@ pub fn launch_sim(launch: &Launch, socket: &Path, scratch: &Path, log: &Path) ->
     Ok(Launched {
         child,
         socket: socket.to_path_buf(),
+        watch: None,
     })
 }
 
@@ -402,26 +593,48 @@ pub fn launch_sim(launch: &Launch, socket: &Path, scratch: &Path, log: &Path) ->
 /// the `snp` or `tdx` attester.
 pub fn launch_qemu(q: &QemuConfig, log: &Path, timeout: Duration) -> Result<Launched> {
     q.validate()?;
+    let log_path = log;
     if let Some(dir) = q.channel_socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(&q.channel_socket);
     let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let child = Command::new(&q.qemu)
-        .args(q.args())
+    let mut cmd = Command::new(&q.qemu);
+    cmd.args(q.args())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
+        .stderr(log);
+    // SAFETY: getpid and gettid take no arguments.
+    let main_thread = unsafe { libc::getpid() == libc::gettid() };
+    if main_thread {
+        // The VM dies with the host process however it ends (a kill, a panic): qemu gets
+        // SIGKILL when the thread that started it, here the main thread, exits. (From another
+        // thread that could be early, so there only Drop and the process group stop it.)
+        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", q.qemu.display()))?;
     let mut launched = Launched {
         child,
         socket: q.channel_socket.clone(),
+        watch: None,
     };
     let start = Instant::now();
     while !q.channel_socket.exists() {
         if let Some(status) = launched.child.try_wait()? {
-            bail!("qemu exited with {status} before opening the channel (see its log)");
+            bail!(
+                "qemu exited with {status} before opening the channel: {}",
+                console_report(log_path)
+            );
         }
         if start.elapsed() > timeout {
             bail!("qemu opened no channel socket in {timeout:?}");
@@ -429,6 +642,80 @@ pub fn launch_qemu(q: &QemuConfig, log: &Path, timeout: Duration) -> Result<Laun
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(launched)
+}
+
+/// Console lines after which a guest will never answer.
+pub const FATAL: &[&str] = &[
+    "conclave-init: boot failed",
+    "Kernel panic",
+    "KVM internal error",
+];
+
+/// The informative lines of a guest's console log: the init's, fatal ones, qemu's own
+/// complaints, and the last few lines whatever they are.
+pub fn console_lines(log: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(log) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = all.len().saturating_sub(5);
+    all.iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            *i >= tail
+                || l.contains("conclave-init")
+                || l.contains("qemu-system")
+                || FATAL.iter().any(|m| l.contains(m))
+        })
+        .map(|(_, l)| l.chars().take(400).collect())
+        .collect()
+}
+
+/// "the guest's console (LOG) ends with: ..." for an error about a guest.
+pub fn console_report(log: &Path) -> String {
+    let lines = console_lines(log);
+    let lines = &lines[lines.len().saturating_sub(20)..];
+    format!(
+        "the guest's console ({}) ends with:\n  {}",
+        log.display(),
+        if lines.is_empty() {
+            "(nothing)".to_string()
+        } else {
+            lines.join("\n  ")
+        }
+    )
+}
+
+/// A guest's watchdog: ends any wait on its channel (by shutting `channel` down) as soon as
+/// the guest is known dead: qemu (`pid`) gone, or a fatal line on its console. Setting the
+/// returned flag stops the watch.
+pub fn watch_guest(channel: UnixStream, pid: u32, log: PathBuf) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "));
+            let fatal = std::fs::read(&log).is_ok_and(|b| {
+                let t = String::from_utf8_lossy(&b);
+                FATAL.iter().any(|m| t.contains(m))
+            });
+            if !alive || fatal {
+                if !stop.load(Ordering::Relaxed) {
+                    tracing::warn!(pid, log = %log.display(), alive, "guest died");
+                }
+                let _ = channel.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    done
 }
 
 #[cfg(test)]

@@ -55,6 +55,27 @@ pub enum ImageCommand {
     /// a policy allowing sim, checks it binds the enclave's key to the job and nonce sent, asks
     /// the enclave to shut down and waits for the VM to power off. Exit 0 passed, 1 failed.
     Boot(BootArgs),
+    /// Build a dataset disk: a read-only squashfs of a folder with its dm-verity hash tree.
+    ///
+    /// The folder's contents become the disk's root, mounted read-only at /data in the guest
+    /// when the measured command line carries the printed `conclave.data=` value (a job's
+    /// disk holds `corpus/` and `cache/`; `conclave run` with `kind = "vm"` builds it itself).
+    /// The same folder gives the same bytes. Exit 0 built, 2 unusable input.
+    DataDisk(DataDiskArgs),
+}
+
+/// Arguments of `conclave image data-disk`.
+#[derive(Args)]
+pub struct DataDiskArgs {
+    /// The folder to put on the disk.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The disk file to write (replaced atomically).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `conclave image build`.
@@ -75,6 +96,10 @@ pub struct BuildArgs {
     /// zstd compression level of the root filesystem (1-22; higher is smaller and slower).
     #[arg(long, value_name = "N", default_value_t = 3)]
     compression_level: u32,
+    /// Keep the CUDA libraries of the PyTorch wheel (an image for GPU hosts, about 1.8 GB
+    /// more). Default: a CPU image, whose enclave links only what it uses.
+    #[arg(long)]
+    cuda: bool,
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
@@ -110,7 +135,7 @@ pub struct BootArgs {
 
 /// Arguments of `conclave image measure`.
 #[derive(Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["inputs", "ovmf", "ccel"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["inputs", "ovmf", "ccel", "vm"])))]
 pub struct MeasureArgs {
     /// SEV-SNP launch inputs as dstack records them (`launch_inputs.json`; its
     /// `sev_snp_measurement` document holds the OVMF hash and sections, kernel/initrd hashes,
@@ -123,8 +148,17 @@ pub struct MeasureArgs {
     ovmf: Option<PathBuf>,
     /// An image folder from `conclave image build`: its kernel, initrd and command line
     /// (checked against its manifest) instead of --kernel, --initrd and --append.
-    #[arg(long, value_name = "DIR", requires = "ovmf", conflicts_with_all = ["kernel", "initrd", "append"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initrd", "append"])]
     image: Option<PathBuf>,
+    /// A VM without a TEE: the launch measurement its `sim` evidence reports (the digest of
+    /// the kernel, initrd and command line the guest reads back through fw_cfg), for the
+    /// image booted with `conclave.attester=sim` and, with --data-disk, that dataset.
+    #[arg(long, requires = "image", conflicts_with_all = ["inputs", "ovmf", "ccel"])]
+    vm: bool,
+    /// With --vm: the dataset disk the guest boots with (`conclave image data-disk`, or the
+    /// `vm-disks/data-*.img` a VM job built in its data cache).
+    #[arg(long, value_name = "FILE", requires = "vm")]
+    data_disk: Option<PathBuf>,
     /// The kernel QEMU is given with `-kernel` (with `kernel-hashes=on`).
     #[arg(long, value_name = "FILE", requires = "ovmf")]
     kernel: Option<PathBuf>,
@@ -184,7 +218,92 @@ pub fn run(command: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Measure(args) => measure(*args),
         ImageCommand::Build(args) => build(args),
         ImageCommand::Boot(args) => boot(args),
+        ImageCommand::DataDisk(args) => data_disk(args),
     }
+}
+
+fn data_disk(args: DataDiskArgs) -> Result<ExitCode> {
+    use conclave_images::guest::DATA_KEY;
+    let start = std::time::Instant::now();
+    let disk = match conclave_host::image_build::build_data_disk(&args.data, &args.out) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let size = std::fs::metadata(&disk.path)?.len();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "disk": disk.path,
+                "bytes": size,
+                "verity": disk.params.to_string(),
+                "root_hash": hex::encode(disk.params.root),
+                "cmdline": format!("{DATA_KEY}={}", disk.params),
+            }))?
+        );
+    } else {
+        println!(
+            "dataset disk {} ({size} bytes, {:.1} s)",
+            disk.path.display(),
+            start.elapsed().as_secs_f64()
+        );
+        println!("  dm-verity root hash {}", hex::encode(disk.params.root));
+        println!("  command line        {DATA_KEY}={}", disk.params);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `conclave image measure --vm`: the launch measurement of the image in a VM without a TEE.
+fn measure_vm(args: &MeasureArgs, dir: &Path) -> Result<ExitCode> {
+    use conclave_images::guest::launch;
+    let m = conclave_host::image_build::load_image(dir)?;
+    let data = match &args.data_disk {
+        Some(d) => Some(conclave_host::image_build::squashfs_verity_params(d)?),
+        None => None,
+    };
+    let cmdline = launch::job_cmdline(&m.cmdline, true, data.as_ref());
+    let open = |p: PathBuf| {
+        File::open(&p)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("opening {}", p.display()))
+    };
+    let parts = launch::predict_components(
+        open(dir.join(&m.kernel.file))?,
+        open(dir.join(&m.initrd.file))?,
+        &cmdline,
+    )?;
+    let hex = hex::encode(parts.measurement());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "tee": "none",
+                "measurement": hex,
+                "cmdline": cmdline,
+                "components": parts.to_string(),
+                "data_disk": args.data_disk,
+            }))?
+        );
+    } else {
+        println!("measurement   {hex}");
+        println!(
+            "tee           none (a plain VM; the guest's sim evidence reports this launch digest)"
+        );
+        println!("cmdline       {cmdline}");
+        println!("sha256        {parts} (first 8 bytes)");
+    }
+    if let Some(out) = &args.policy_out {
+        let text = format!(
+            "# The launch measurement of {} in a VM without a TEE (conclave image measure --vm).\n\
+             allow_sim = true\nmeasurements = [\"{hex}\"]\n",
+            dir.display()
+        );
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(args: BuildArgs) -> Result<ExitCode> {
@@ -198,6 +317,7 @@ fn build(args: BuildArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| beside_this("conclave-enclave")),
         out: args.out,
         compression_level: args.compression_level,
+        cuda: args.cuda,
     };
     let start = std::time::Instant::now();
     let quiet = args.json;
@@ -274,6 +394,13 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
 }
 
 fn measure(mut args: MeasureArgs) -> Result<ExitCode> {
+    if args.vm {
+        let dir = args.image.clone().context("--vm needs --image")?;
+        return measure_vm(&args, &dir);
+    }
+    if args.image.is_some() && args.ovmf.is_none() {
+        bail!("--image measures an SEV-SNP launch with --ovmf, or a VM without a TEE with --vm");
+    }
     if let Some(dir) = &args.image {
         let m = conclave_host::image_build::load_image(dir)?;
         args.kernel = Some(dir.join(&m.kernel.file));

@@ -8,18 +8,16 @@
 //! verified root filesystem; only `conclave.attester=sim` is added to the command line (so the
 //! launch measurement of this boot is not the production one).
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use conclave_attestation::binding::check_key_binding;
-use conclave_images::guest::{ATTESTER_KEY, Manifest};
+use conclave_images::guest::Manifest;
 use conclave_protocol::channel::{PeerEvidence, Request, Response};
 
-use crate::enclave::{Channel, QemuConfig, VmTee, launch_qemu};
+use crate::enclave::{Channel, FATAL, QemuConfig, VmTee, console_lines, launch_qemu, watch_guest};
 use crate::image_build::load_image;
 use crate::operator::{appraise_peer, now, random_nonce};
 
@@ -54,46 +52,11 @@ pub struct BootReport {
     pub console_log: PathBuf,
 }
 
-/// Console lines after which the guest will never answer.
-const FATAL: &[&str] = &[
-    "conclave-init: boot failed",
-    "Kernel panic",
-    "KVM internal error",
-];
-
 fn init_lines(log: &Path) -> Vec<String> {
-    std::fs::read(log)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .filter(|l| l.contains("conclave-init") || FATAL.iter().any(|m| l.contains(m)))
-                .map(|l| l.trim().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Ends a wait on `channel` (by shutting it down) as soon as the guest is known dead: qemu
-/// (`pid`) gone, or a fatal line on its console. Setting the returned flag stops the watch.
-fn watch(channel: UnixStream, pid: u32, log: PathBuf) -> Arc<AtomicBool> {
-    let done = Arc::new(AtomicBool::new(false));
-    let stop = done.clone();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s.contains(") Z "));
-            let fatal = std::fs::read(&log).is_ok_and(|b| {
-                let t = String::from_utf8_lossy(&b);
-                FATAL.iter().any(|m| t.contains(m))
-            });
-            if !alive || fatal {
-                let _ = channel.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
-    done
+    console_lines(log)
+        .into_iter()
+        .filter(|l| l.contains("conclave-init") || FATAL.iter().any(|m| l.contains(m)))
+        .collect()
 }
 
 /// The qemu launch for an image without a TEE.
@@ -104,7 +67,7 @@ pub fn plain_launch(manifest: &Manifest, opts: &BootOptions) -> QemuConfig {
         firmware: None,
         kernel: opts.image.join(&manifest.kernel.file),
         initrd: opts.image.join(&manifest.initrd.file),
-        cmdline: format!("{} {ATTESTER_KEY}=sim", manifest.cmdline),
+        cmdline: conclave_images::guest::launch::job_cmdline(&manifest.cmdline, true, None),
         vcpus: opts.vcpus,
         memory_mib: opts.memory_mib,
         vsock_cid: 3,
@@ -140,7 +103,7 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
     let mut channel =
         Channel::connect(&q.channel_socket, Duration::from_secs(10)).map_err(failed)?;
     channel.set_timeout(Some(opts.timeout))?;
-    let watchdog = watch(channel.shutdown_handle()?, vm.child.id(), log.clone());
+    let watchdog = watch_guest(channel.shutdown_handle()?, vm.child.id(), log.clone());
 
     let (job_id, nonce) = (
         random_nonce("image-boot/job"),
@@ -166,8 +129,22 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
     };
     let job = conclave_attestation::JobId(job_id.0);
     let peer = PeerEvidence { evidence, nonce };
-    let (accepted, ctx) = appraise_peer(&peer, job, &crate::demo::demo_policy(), now())
-        .context("appraising the guest's evidence under a policy allowing sim")?;
+    // The measurement the guest must report: the launch digest of what qemu was given.
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("opening {}", p.display()))
+    };
+    let predicted =
+        conclave_images::guest::launch::predict(open(&q.kernel)?, open(&q.initrd)?, &q.cmdline)?;
+    let policy = conclave_attestation::Policy {
+        allow_sim: true,
+        measurements: vec![conclave_attestation::Measurement(predicted)],
+        ..conclave_attestation::Policy::default()
+    };
+    let (accepted, ctx) = appraise_peer(&peer, job, &policy, now()).context(
+        "appraising the guest's evidence under a policy allowing sim and the image's predicted launch measurement",
+    )?;
     let key: [u8; 64] = hex::decode(&public_key)
         .ok()
         .and_then(|k| k.try_into().ok())

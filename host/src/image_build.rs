@@ -79,7 +79,15 @@ pub struct BuildOptions {
     pub out: PathBuf,
     /// zstd level for the root filesystem (1-22).
     pub compression_level: u32,
+    /// Keep the CUDA libraries (an image for GPU hosts). Without it the guest's copy of
+    /// `conclave-enclave` drops the CUDA-only libraries it names and ships what remains.
+    pub cuda: bool,
 }
+
+/// The libraries a CPU guest's `conclave-enclave` stops naming: linked only so that a GPU host
+/// finds CUDA (no symbol of theirs is used; `libtorch.so` is the wheel's shim that pulls
+/// `libtorch_cuda.so`).
+pub const CUDA_ONLY_LIBRARIES: &[&str] = &["libtorch_cuda.so", "libtorch.so", "libc10_cuda.so"];
 
 /// What a build produced.
 #[derive(Debug, Clone)]
@@ -440,61 +448,33 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Buil
         Ok(())
     };
     let enclave = strip_debug(&opts.enclave, &work.path().join("conclave-enclave"))?;
+    let role = if opts.cuda {
+        "rootfs /usr/bin/conclave-enclave (debug info stripped)".to_string()
+    } else {
+        let mut elf = read_file(&enclave)?;
+        let dropped = guest::elf::drop_needed(&mut elf, |n| CUDA_ONLY_LIBRARIES.contains(&n))?;
+        fs::write(&enclave, &elf)?;
+        fs::set_permissions(&enclave, fs::Permissions::from_mode(0o755))?;
+        format!(
+            "rootfs /usr/bin/conclave-enclave (debug info stripped; CPU image: {} not linked)",
+            if dropped.is_empty() {
+                "nothing CUDA-only was".to_string()
+            } else {
+                dropped.join(", ")
+            }
+        )
+    };
     place(&enclave, "usr/bin/conclave-enclave", 0o755)?;
-    inputs.push(input(
-        &opts.enclave,
-        "rootfs /usr/bin/conclave-enclave (debug info stripped)".into(),
-    )?);
-    // The enclave is started with LD_LIBRARY_PATH=/usr/lib/conclave.
-    for (rel, file) in library_places(&opts.enclave, |wanted, _| {
-        format!("usr/lib/conclave/{wanted}")
-    })? {
+    inputs.push(input(&opts.enclave, role)?);
+    // The enclave is started with LD_LIBRARY_PATH=/usr/lib/conclave; the libraries are those
+    // the loader resolves for the copy that goes in.
+    for (rel, file) in library_places(&enclave, |wanted, _| format!("usr/lib/conclave/{wanted}"))? {
         place(&file, &rel, 0o755)?;
         inputs.push(input(&file, format!("rootfs /{rel}"))?);
     }
-    // Directories get fixed modes too (mksquashfs keeps them; the umask may differ).
-    let mut dirs = vec![rootdir.clone()];
-    while let Some(d) = dirs.pop() {
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
-        for e in fs::read_dir(&d)? {
-            let p = e?.path();
-            if p.is_dir() && !p.is_symlink() {
-                dirs.push(p);
-            }
-        }
-    }
     let rootfs = stage.join("rootfs.img");
-    run(
-        Command::new("mksquashfs")
-            .arg(&rootdir)
-            .arg(&rootfs)
-            .args(["-noappend", "-no-xattrs", "-all-root", "-reproducible"])
-            .args(["-all-time", "0", "-mkfs-time", "0", "-comp", "zstd"])
-            .args(["-Xcompression-level", &opts.compression_level.to_string()])
-            .args(["-quiet", "-no-progress"]),
-        "mksquashfs (apt-get install squashfs-tools, or run scripts/setup-image.sh)",
-    )?;
-    let fs_len = fs::metadata(&rootfs)?.len();
-    let pad = fs_len.next_multiple_of(verity::BLOCK as u64) - fs_len;
-    if pad > 0 {
-        let mut f = fs::OpenOptions::new().append(true).open(&rootfs)?;
-        f.write_all(&vec![0u8; pad as usize])?;
-    }
-
     progress("dm-verity hash tree");
-    // A salt from the filesystem itself: reproducible, yet different for every image.
-    let fs_sha = sha256_file(&rootfs)?;
-    let salt: [u8; 32] = Sha256::new()
-        .chain_update(b"conclave/v1/verity-salt")
-        .chain_update(hex::decode(&fs_sha)?)
-        .finalize()
-        .into();
-    let tree = verity::build(std::io::BufReader::new(fs::File::open(&rootfs)?), &salt)?;
-    let params = tree.params(&salt);
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&rootfs)?
-        .write_all(&tree.area)?;
+    let params = squashfs_verity(&rootdir, &rootfs, opts.compression_level)?;
     let cmdline = guest::cmdline(&params);
     fs::write(stage.join("cmdline"), &cmdline)?;
 
@@ -524,6 +504,161 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Buil
         manifest,
         dir: out.clone(),
     })
+}
+
+/// Writes a read-only squashfs of `dir` to `out` (fixed owners, modes of directories and
+/// times: the same tree gives the same bytes), pads it to whole 4 KiB blocks and appends its
+/// dm-verity hash tree; returns the tree's parameters. The salt is derived from the
+/// filesystem's own hash: reproducible, yet different for every filesystem.
+pub fn squashfs_verity(dir: &Path, out: &Path, level: u32) -> Result<verity::VerityParams> {
+    if !(1..=22).contains(&level) {
+        bail!("the zstd level must be 1-22");
+    }
+    // Directories get fixed modes too (mksquashfs keeps them; the umask may differ).
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() && !p.is_symlink() {
+                dirs.push(p);
+            }
+        }
+    }
+    run(
+        Command::new("mksquashfs")
+            .arg(dir)
+            .arg(out)
+            .args(["-noappend", "-no-xattrs", "-all-root", "-reproducible"])
+            .args(["-all-time", "0", "-mkfs-time", "0", "-comp", "zstd"])
+            .args(["-Xcompression-level", &level.to_string()])
+            .args(["-quiet", "-no-progress"]),
+        "mksquashfs (apt-get install squashfs-tools, or run scripts/setup-image.sh)",
+    )?;
+    let fs_len = fs::metadata(out)?.len();
+    let pad = fs_len.next_multiple_of(verity::BLOCK as u64) - fs_len;
+    if pad > 0 {
+        let mut f = fs::OpenOptions::new().append(true).open(out)?;
+        f.write_all(&vec![0u8; pad as usize])?;
+    }
+    let fs_sha = sha256_file(out)?;
+    let salt = verity_salt(&hex::decode(&fs_sha)?);
+    let tree = verity::build(std::io::BufReader::new(fs::File::open(out)?), &salt)?;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(out)?
+        .write_all(&tree.area)?;
+    Ok(tree.params(&salt))
+}
+
+fn verity_salt(fs_sha256: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"conclave/v1/verity-salt")
+        .chain_update(fs_sha256)
+        .finalize()
+        .into()
+}
+
+/// The largest dataset disk read back.
+pub const MAX_DATA_DISK_BYTES: u64 = verity::MAX_DATA_BYTES;
+
+/// The verity parameters of a disk written by [`squashfs_verity`], recomputed from its bytes:
+/// the squashfs's size from its superblock, the salt and tree from the filesystem; the stored
+/// tree must be the one the filesystem gives (a disk changed anywhere is refused by name).
+pub fn squashfs_verity_params(file: &Path) -> Result<verity::VerityParams> {
+    let mut f = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let len = f.metadata()?.len();
+    if len > MAX_DATA_DISK_BYTES {
+        bail!(
+            "{} is {len} bytes, more than the {MAX_DATA_DISK_BYTES} accepted",
+            file.display()
+        );
+    }
+    let mut sb = [0u8; 96];
+    f.read_exact(&mut sb)
+        .with_context(|| format!("{}: too short for a squashfs superblock", file.display()))?;
+    if &sb[..4] != b"hsqs" {
+        bail!("{} is not a squashfs (no hsqs magic)", file.display());
+    }
+    let used = u64::from_le_bytes(sb[40..48].try_into().expect("8 bytes"));
+    let data_len = used.next_multiple_of(verity::BLOCK as u64);
+    if data_len == 0 || data_len >= len {
+        bail!(
+            "{}: the squashfs claims {used} bytes of a {len}-byte file: no hash tree after it",
+            file.display()
+        );
+    }
+    let mut h = Sha256::new();
+    std::io::copy(&mut fs::File::open(file)?.take(data_len), &mut h)?;
+    let salt = verity_salt(&h.finalize());
+    let tree = verity::build(
+        std::io::BufReader::new(fs::File::open(file)?.take(data_len)),
+        &salt,
+    )?;
+    let mut stored = Vec::new();
+    let mut rest = fs::File::open(file)?;
+    std::io::Seek::seek(&mut rest, std::io::SeekFrom::Start(data_len))?;
+    rest.read_to_end(&mut stored)?;
+    if stored != tree.area {
+        bail!(
+            "{}: the dm-verity hash tree after the filesystem is not the filesystem's (changed disk)",
+            file.display()
+        );
+    }
+    Ok(tree.params(&salt))
+}
+
+/// A dataset disk: a read-only squashfs with its dm-verity tree.
+#[derive(Debug, Clone)]
+pub struct DataDisk {
+    pub path: PathBuf,
+    pub params: verity::VerityParams,
+}
+
+/// Builds a dataset disk of `root` (whose contents become the disk's root, mounted at
+/// `/data` in the guest) at `out`, atomically (written beside, renamed into place).
+pub fn build_data_disk(root: &Path, out: &Path) -> Result<DataDisk> {
+    if !root.is_dir() {
+        bail!("{} is not a folder", root.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".data-disk-")
+        .tempdir_in(parent)
+        .with_context(|| format!("making a work folder in {}", parent.display()))?;
+    // mksquashfs reads the tree as it is; a copy gets fixed modes without touching `root`.
+    let tree = work.path().join("root");
+    copy_tree(root, &tree)?;
+    let img = work.path().join("disk.img");
+    let params = squashfs_verity(&tree, &img, 3)?;
+    fs::rename(&img, out).with_context(|| format!("moving the disk to {}", out.display()))?;
+    Ok(DataDisk {
+        path: out.to_path_buf(),
+        params,
+    })
+}
+
+/// Copies a folder of regular files and folders (symlinks are refused: a dataset is files).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for e in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e?;
+        let ty = e.file_type()?;
+        let dst = to.join(e.file_name());
+        if ty.is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else if ty.is_file() {
+            fs::copy(e.path(), &dst).with_context(|| format!("copying {}", e.path().display()))?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))?;
+        } else {
+            bail!("{} is not a regular file or folder", e.path().display());
+        }
+    }
+    Ok(())
 }
 
 /// Reads an image folder's manifest and checks the files against it.

@@ -142,6 +142,23 @@ struct DemoArgs {
     /// Print lines instead of progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Where each operator's enclave runs: `process` (a local sim process) or `vm` (the
+    /// measured guest image under qemu: KVM when it works, else TCG; built into --image first
+    /// if it is not there).
+    #[arg(long, value_name = "KIND", default_value = "process", value_parser = ["process", "vm"])]
+    enclave: String,
+    /// With --enclave vm: the guest image folder.
+    #[arg(long, value_name = "DIR", default_value = "runs/image")]
+    image: std::path::PathBuf,
+    /// With --enclave vm: kvm or tcg (default: KVM where it works, else TCG).
+    #[arg(long, value_name = "ACCEL", value_parser = ["kvm", "tcg"])]
+    accel: Option<String>,
+    /// With --enclave vm: memory of each guest, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    vm_memory_mib: u64,
+    /// With --enclave vm: vCPUs of each guest.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vm_vcpus: u32,
 }
 
 #[derive(clap::Args)]
@@ -175,6 +192,34 @@ struct AuditArgs {
 
 fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
+    let vm = if a.enclave == "vm" {
+        if !a.image.join("manifest.json").exists() {
+            use conclave_host::enclave::program_beside_this as beside_this;
+            eprintln!(
+                "demo: building the guest image into {} (pinned inputs from .image-inputs/)",
+                a.image.display()
+            );
+            conclave_host::image_build::build(
+                &conclave_host::image_build::BuildOptions {
+                    inputs: ".image-inputs".into(),
+                    init: beside_this("conclave-init"),
+                    enclave: beside_this("conclave-enclave"),
+                    out: a.image.clone(),
+                    compression_level: 3,
+                    cuda: false,
+                },
+                &mut |step| eprintln!("image build: {step}"),
+            )?;
+        }
+        Some(conclave_host::demo::DemoVm {
+            image: a.image.clone(),
+            accel: a.accel.clone(),
+            memory_mib: a.vm_memory_mib,
+            vcpus: a.vm_vcpus,
+        })
+    } else {
+        None
+    };
     let opts = conclave_host::demo::DemoOptions {
         out: a.out,
         job_config: a.job,
@@ -188,6 +233,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         enclave: None,
         progress: !a.no_progress && std::io::stderr().is_terminal(),
         timeout_s: a.timeout,
+        vm,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,6 +4,7 @@
 //! node` its one enclave. Everything the enclave signs is checked here before the host relays
 //! or stores it ([`Operator::verify`]): the host holds no key and signs nothing.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,7 +20,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::JobSection;
-use crate::enclave::{Channel, Launch, Launched, launch_sim};
+use crate::enclave::{
+    Channel, GuestBoot, Launch, Launched, VmLaunch, VmTee, launch_qemu, launch_sim, watch_guest,
+};
 use crate::store::{JobStore, OperatorRecord};
 
 /// Wall-clock now for appraisals made by the host (verification functions take it as input).
@@ -78,6 +81,22 @@ pub struct PublishedSpec {
     /// Parameters of the model.
     #[serde(default)]
     pub params: u64,
+    /// The folder of the shards and their manifest in the data cache (what goes onto a VM's
+    /// dataset disk).
+    #[serde(default)]
+    pub dataset_dir: Option<PathBuf>,
+}
+
+/// What every guest of a VM job boots, and the measurement it must report.
+#[derive(Debug, Clone)]
+pub struct VmJob {
+    pub launch: VmLaunch,
+    pub boot: GuestBoot,
+    /// The image's manifest.
+    pub manifest: conclave_images::guest::Manifest,
+    /// The launch measurement predicted for a guest without a TEE (`None` on SNP/TDX, whose
+    /// measurement the job's config lists).
+    pub measurement: Option<Measurement>,
 }
 
 /// What `conclave run`, `conclave node` and the demo derive from a job section before
@@ -95,6 +114,8 @@ pub struct PreparedJob {
     pub policy: Policy,
     pub domain: String,
     pub launch: Launch,
+    /// For `kind = "vm"`: the guests' boot.
+    pub vm: Option<VmJob>,
     /// The size of the active set.
     pub operators: u32,
     /// Seconds an enclave may take for one request.
@@ -127,13 +148,17 @@ pub fn job_document(
     jobcfg: &JobSection,
     config_text: &str,
     published: &PublishedSpec,
+    image: Option<Measurement>,
 ) -> Result<JobDocument> {
     let sim = jobcfg.tee == conclave_protocol::JobTee::Sim;
     let mut policy = Policy {
         allow_sim: jobcfg.allow_sim.unwrap_or(sim),
         ..Policy::default()
     };
-    policy.measurements = if jobcfg.measurements.is_empty() && sim {
+    policy.measurements = if let (true, Some(m)) = (jobcfg.measurements.is_empty(), image) {
+        // The image's predicted launch measurement, exactly.
+        vec![m]
+    } else if jobcfg.measurements.is_empty() && sim {
         vec![conclave_attestation::sim::default_sim_measurement()]
     } else {
         jobcfg
@@ -157,25 +182,15 @@ pub fn job_document(
     Ok(doc)
 }
 
-/// Prepares a job for sim enclaves (qemu needs SEV-SNP or TDX hardware with KVM).
+/// Prepares a job: the customer's published facts (`conclave-enclave spec` on the host), and
+/// for `kind = "vm"` the guests' boot (the image checked against its manifest, the dataset
+/// disk, the command line and its predicted measurement, which the job's policy then allows
+/// exactly unless the config lists measurements).
 pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob> {
     let config_text = std::fs::read_to_string(&jobcfg.config)
         .with_context(|| format!("reading the job config {}", jobcfg.config.display()))?;
-    let Launch::Sim {
-        program,
-        corpus,
-        cache,
-        threads,
-    } = enclave
-    else {
-        bail!(
-            "enclave.kind = \"qemu\" needs SEV-SNP or TDX hardware with KVM; this host runs sim enclaves"
-        );
-    };
+    let (program, corpus, cache) = enclave.data_inputs();
     // The customer's published facts of the job.
-    let program = program
-        .clone()
-        .unwrap_or_else(crate::enclave::default_enclave_program);
     let out = std::process::Command::new(&program)
         .arg("spec")
         .arg("--config")
@@ -195,7 +210,35 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
     }
     let published: PublishedSpec =
         serde_json::from_slice(&out.stdout).context("reading the published spec")?;
-    let doc = job_document(jobcfg, &config_text, &published)?;
+    let (launch, vm) = match enclave {
+        Launch::Sim {
+            corpus,
+            cache,
+            threads,
+            ..
+        } => (
+            Launch::Sim {
+                program: Some(program.clone()),
+                corpus: corpus.clone(),
+                cache: cache.clone(),
+                threads: *threads,
+            },
+            None,
+        ),
+        Launch::Vm(v) => {
+            let mut v = v.clone();
+            v.program = Some(program.clone());
+            let vm = prepare_vm(&v, &published)?;
+            check_vm_tee(jobcfg.tee, v.tee)?;
+            (Launch::Vm(v), Some(vm))
+        }
+    };
+    let doc = job_document(
+        jobcfg,
+        &config_text,
+        &published,
+        vm.as_ref().and_then(|v| v.measurement),
+    )?;
     let document = doc.encode();
     let spec_hash = JobDocument::spec_hash(&document);
     let job = match &jobcfg.id {
@@ -203,12 +246,6 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         None => JobId(Sha256::digest(spec_hash.to_hex().as_bytes()).into()),
     };
     let policy = doc.policy.clone();
-    let launch = Launch::Sim {
-        program: Some(program.clone()),
-        corpus: corpus.clone(),
-        cache: cache.clone(),
-        threads: *threads,
-    };
     Ok(PreparedJob {
         published,
         document,
@@ -218,8 +255,113 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         job,
         policy,
         launch,
+        vm,
         operators: jobcfg.operators,
         request_timeout: Duration::from_secs(jobcfg.request_timeout_s),
+    })
+}
+
+/// A VM without a TEE reports sim evidence (a `sim` job); SNP and TDX guests report theirs.
+fn check_vm_tee(job: conclave_protocol::JobTee, vm: VmTee) -> Result<()> {
+    use conclave_protocol::JobTee;
+    let ok = match vm {
+        VmTee::None => job == JobTee::Sim,
+        VmTee::Snp => matches!(job, JobTee::Snp | JobTee::Hardware),
+        VmTee::Tdx => matches!(job, JobTee::Tdx | JobTee::Hardware),
+    };
+    if !ok {
+        bail!(
+            "job.tee = {job:?} does not fit enclave.tee = {vm:?} (a VM without a TEE runs sim \
+             evidence: job.tee = \"sim\"; SEV-SNP and TDX guests need job.tee = \"snp\", \"tdx\" or \"hardware\")"
+        );
+    }
+    Ok(())
+}
+
+/// The guests' boot for a VM job: the image (checked against its manifest), the dataset disk
+/// (the corpus and the job's shards, with its verity tree, built in the data cache), the
+/// command line (the image's, with the attester for a VM without a TEE and the dataset's
+/// verity parameters) and, without a TEE, the launch measurement predicted from them.
+pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec) -> Result<VmJob> {
+    use conclave_images::guest::launch;
+    let manifest = crate::image_build::load_image(&v.image).with_context(|| {
+        format!(
+            "the guest image {} (build it with `conclave image build --out {}`)",
+            v.image.display(),
+            v.image.display()
+        )
+    })?;
+    let dataset = published.dataset_dir.as_ref().context(
+        "`conclave-enclave spec` named no dataset folder (is it older than this conclave?)",
+    )?;
+    let disk = job_data_disk(&v.corpus, dataset, &v.cache)?;
+    let cmdline = launch::job_cmdline(&manifest.cmdline, v.tee == VmTee::None, Some(&disk.params));
+    let boot = GuestBoot {
+        kernel: v.image.join(&manifest.kernel.file),
+        initrd: v.image.join(&manifest.initrd.file),
+        root_disk: v.image.join(&manifest.rootfs.file),
+        data_disk: disk.path,
+        cmdline,
+    };
+    let measurement = if v.tee == VmTee::None {
+        let open = |p: &Path| {
+            std::fs::File::open(p)
+                .map(std::io::BufReader::new)
+                .with_context(|| format!("opening {}", p.display()))
+        };
+        let m = launch::predict(open(&boot.kernel)?, open(&boot.initrd)?, &boot.cmdline)
+            .context("predicting the guest's launch measurement")?;
+        Some(Measurement(m))
+    } else {
+        None
+    };
+    Ok(VmJob {
+        launch: v.clone(),
+        boot,
+        manifest,
+        measurement,
+    })
+}
+
+/// The dataset disk of a job: `corpus/` (the corpus as the enclave reads it) and `cache/`
+/// (the tokenizer and the job's shards with their manifest, as `conclave-enclave spec` left
+/// them), kept as `<cache>/vm-disks/data-<root>.img` (the same data gives the same bytes).
+pub fn job_data_disk(
+    corpus: &Path,
+    dataset: &Path,
+    cache: &Path,
+) -> Result<crate::image_build::DataDisk> {
+    use crate::image_build::{build_data_disk, copy_tree};
+    let base = dataset
+        .parent()
+        .with_context(|| format!("the dataset folder {} has no parent", dataset.display()))?;
+    let (Some(base_name), Some(ds_name)) = (base.file_name(), dataset.file_name()) else {
+        bail!(
+            "the dataset folder {} is not inside a cache folder",
+            dataset.display()
+        );
+    };
+    let disks = cache.join("vm-disks");
+    std::fs::create_dir_all(&disks).with_context(|| format!("creating {}", disks.display()))?;
+    let stage = tempfile::Builder::new()
+        .prefix(".stage-")
+        .tempdir_in(&disks)
+        .with_context(|| format!("making a staging folder in {}", disks.display()))?;
+    let root = stage.path().join("root");
+    copy_tree(corpus, &root.join("corpus"))
+        .with_context(|| format!("the corpus {}", corpus.display()))?;
+    let cached = root.join("cache").join(base_name);
+    copy_tree(dataset, &cached.join(ds_name))?;
+    let tokenizer = base.join("tokenizer.json");
+    std::fs::copy(&tokenizer, cached.join("tokenizer.json"))
+        .with_context(|| format!("copying {}", tokenizer.display()))?;
+    let built = build_data_disk(&root, &stage.path().join("disk.img"))?;
+    let path = disks.join(format!("data-{}.img", hex::encode(&built.params.root[..8])));
+    std::fs::rename(&built.path, &path)
+        .with_context(|| format!("moving the dataset disk to {}", path.display()))?;
+    Ok(crate::image_build::DataDisk {
+        path,
+        params: built.params,
     })
 }
 
@@ -273,9 +415,71 @@ pub fn launch_operator(
     store: &JobStore,
     slot: Option<u32>,
 ) -> Result<Operator> {
+    let started = start_enclave(job, index, store, slot)?;
+    attest_operator(job, started)
+}
+
+/// An enclave started (a process, or a guest booting) with its channel connected, not yet
+/// attested.
+pub struct Started {
+    pub index: u32,
+    pub launched: Launched,
+    pub channel: Channel,
+}
+
+/// Launches operator `index`'s enclave: quick (a guest boots afterwards), so a peer set starts
+/// all its enclaves from the main thread (a guest's qemu then dies with this process however
+/// it ends) and attests them in parallel.
+pub fn start_enclave(
+    job: &PreparedJob,
+    index: u32,
+    store: &JobStore,
+    slot: Option<u32>,
+) -> Result<Started> {
     let (socket, scratch, log) = store.enclave_files(slot);
-    let launched = launch_sim(&job.launch, &socket, &scratch, &log)?;
-    let mut channel = Channel::connect(&socket, job.request_timeout)?;
+    let (launched, channel) = match &job.vm {
+        None => {
+            let launched = launch_sim(&job.launch, &socket, &scratch, &log)?;
+            let channel = Channel::connect(&socket, job.request_timeout)?;
+            (launched, channel)
+        }
+        Some(vm) => {
+            // The guest's console and qemu's complaints go to the enclave's log.
+            let q = vm.launch.qemu(&vm.boot, socket.clone(), 3 + index);
+            let mut launched = launch_qemu(&q, &log, Duration::from_secs(60))
+                .with_context(|| format!("operator {index}: starting its guest"))?;
+            let channel = Channel::connect(&socket, Duration::from_secs(30))?.with_console(&log);
+            launched.watch = Some(watch_guest(
+                channel.shutdown_handle()?,
+                launched.child.id(),
+                log.clone(),
+            ));
+            tracing::info!(operator = index, log = %log.display(), "guest started");
+            (launched, channel)
+        }
+    };
+    Ok(Started {
+        index,
+        launched,
+        channel,
+    })
+}
+
+/// Says Hello to a started enclave with a fresh nonce (waiting for a guest to boot),
+/// appraises its evidence under the job's policy and loads the job.
+pub fn attest_operator(job: &PreparedJob, started: Started) -> Result<Operator> {
+    let Started {
+        index,
+        launched,
+        mut channel,
+    } = started;
+    // Booting (under TCG, tens of seconds) is part of the first answer.
+    let boot_timeout = job
+        .vm
+        .as_ref()
+        .map(|v| Duration::from_secs(v.launch.boot_timeout_s))
+        .unwrap_or(job.request_timeout);
+    channel.set_timeout(Some(boot_timeout.max(job.request_timeout)))?;
     let nonce = random_nonce("operator");
     let Response::Hello {
         address,
@@ -289,6 +493,7 @@ pub fn launch_operator(
     else {
         bail!("operator {index}: hello answered with something else");
     };
+    channel.set_timeout(Some(job.request_timeout))?;
     let peer = PeerEvidence { evidence, nonce };
     let (accepted, ctx) = appraise_peer(&peer, job.job, &job.policy, now())
         .with_context(|| format!("operator {index}"))?;

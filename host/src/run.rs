@@ -16,7 +16,7 @@ use serde::Serialize;
 use tracing::{info, info_span};
 
 use crate::config::OperatorConfig;
-use crate::operator::{Operator, launch_operator, prepare_job};
+use crate::operator::{Operator, attest_operator, prepare_job, start_enclave};
 use crate::store::JobStore;
 
 /// The result of a local run.
@@ -86,9 +86,30 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
     let domain = job.domain.clone();
 
     // Every operator: launch, hello, appraise, load the job (from the job's initial model).
-    let mut ops: Vec<Operator> = Vec::new();
+    // Started from this thread (guests die with the process), attested in parallel (guests
+    // boot at once).
+    let mut started = Vec::new();
     for i in 0..jobcfg.operators {
-        let op = launch_operator(&job, i, &store, Some(i))?;
+        started.push(start_enclave(&job, i, &store, Some(i))?);
+    }
+    let attested: Vec<Result<Operator>> = std::thread::scope(|s| {
+        let job = &job;
+        let handles: Vec<_> = started
+            .into_iter()
+            .map(|st| s.spawn(move || attest_operator(job, st)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("an attesting thread panicked"))?
+            })
+            .collect()
+    });
+    let mut ops: Vec<Operator> = Vec::new();
+    for op in attested {
+        let op = op?;
+        let i = op.index;
         store.write_operator(&op.record(job.job, None), &op.peer.evidence.0)?;
         events(Event::Attested {
             operator: i,

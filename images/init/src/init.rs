@@ -14,7 +14,8 @@ const MODULES_LIST: &str = "/etc/conclave/modules";
 /// The root filesystem's disk (first virtio-blk device) and where it is mounted.
 const ROOT_DISK: &str = "/dev/vda";
 const NEW_ROOT: &str = "/newroot";
-/// An optional second disk with the dataset, mounted read-only at /data.
+/// The dataset disk (second virtio-blk device), verified and mounted read-only at /data when
+/// the command line carries its verity parameters.
 const DATA_DISK: &str = "/dev/vdb";
 /// The enclave and its libraries inside the root filesystem.
 const ENCLAVE: &str = "/usr/bin/conclave-enclave";
@@ -224,21 +225,50 @@ fn boot(start: Instant) -> Result<()> {
             libc::MS_NOSUID | libc::MS_NODEV,
         )?;
     }
-    if Path::new(DATA_DISK).exists() {
-        let data = format!("{NEW_ROOT}/data");
-        let mounted = ["squashfs", "ext4"].iter().any(|fs| {
+    match &params.data {
+        Some(data) => {
+            wait_for(Path::new(DATA_DISK))?;
+            let minor = crate::dm::create(
+                "data",
+                "verity",
+                data.sectors(),
+                &data.target_params(DATA_DISK),
+            )
+            .context("creating the dm-verity dataset device")?;
+            let data_dev = format!("/dev/dm-{minor}");
+            wait_for(Path::new(&data_dev))?;
             mount(
-                DATA_DISK,
-                &data,
-                Some(fs),
+                &data_dev,
+                &format!("{NEW_ROOT}{}", guest::DATA_MOUNT),
+                Some("squashfs"),
                 libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
             )
-            .is_ok()
-        });
-        if !mounted {
-            log("the data disk /dev/vdb is neither squashfs nor ext4: not mounted");
+            .context("mounting the verified dataset disk")?;
+            log(&format!(
+                "dataset verified by dm-verity (root hash {}) mounted at {}",
+                hex_prefix(&data.root),
+                guest::DATA_MOUNT
+            ));
         }
+        None if Path::new(DATA_DISK).exists() => {
+            log(
+                "a second disk is attached but the command line has no conclave.data=: not mounted",
+            );
+        }
+        None => {}
     }
+    // The launch measurement of a VM without a TEE, before anything else can run.
+    let measurement = if attester(params.attester)? == GuestAttester::Sim {
+        let c = crate::fwcfg::launch_components().context("measuring the launch through fw_cfg")?;
+        let hex: String = c.measurement().iter().map(|b| format!("{b:02x}")).collect();
+        log(&format!(
+            "launch measurement {hex} (kernel, initrd and command line read through fw_cfg: {c}) after {:.1} s",
+            start.elapsed().as_secs_f64()
+        ));
+        Some(hex)
+    } else {
+        None
+    };
     switch_root()?;
     // configfs-tsm (attestation reports on 6.7+ kernels) lives under /sys/kernel/config.
     if Path::new("/sys/kernel/config").exists() {
@@ -257,13 +287,17 @@ fn boot(start: Instant) -> Result<()> {
         device.display(),
         start.elapsed().as_secs_f64()
     ));
-    let mut child = Command::new(ENCLAVE)
-        .arg("serve")
+    let mut enclave = Command::new(ENCLAVE);
+    enclave.arg("serve");
+    if let Some(m) = &measurement {
+        enclave.args(["--measurement", m]);
+    }
+    let mut child = enclave
         .arg("--device")
         .arg(&device)
         .args(["--attester", attester.as_str()])
-        .args(["--corpus", "/data/corpus"])
-        .args(["--cache", "/run/conclave/cache"])
+        .args(["--corpus", guest::DATA_CORPUS])
+        .args(["--cache", guest::DATA_CACHE])
         .args(["--scratch", "/run/conclave/scratch"])
         .env_clear()
         .env("LD_LIBRARY_PATH", LIBRARY_PATH)

@@ -7,7 +7,12 @@
 //!    the kernel), in that order;
 //! 4. creates the dm-verity device over `/dev/vda` with the root hash from the command line and
 //!    mounts it (squashfs, read-only) as the new root, with tmpfs on `/tmp` and `/run`;
-//! 5. runs `conclave-enclave serve` on the virtio-serial port `org.conclave.channel`, reaps
+//!    with `conclave.data=` on the command line, the same over the dataset disk `/dev/vdb`,
+//!    mounted read-only at `/data` (the enclave's corpus);
+//! 5. with the `sim` attester (a VM without a TEE), computes the launch measurement from the
+//!    kernel, initrd and command line qemu loaded, read back through `fw_cfg`, and gives it to
+//!    the enclave, which reports it as MEASUREMENT;
+//! 6. runs `conclave-enclave serve` on the virtio-serial port `org.conclave.channel`, reaps
 //!    orphans, and powers the VM off when the enclave exits.
 //!
 //! Any failure is printed to the console and powers the VM off: a guest that cannot prove what
@@ -15,6 +20,8 @@
 
 #[cfg(target_os = "linux")]
 mod dm;
+#[cfg(target_os = "linux")]
+mod fwcfg;
 #[cfg(target_os = "linux")]
 mod init;
 

@@ -14,7 +14,9 @@
 //! `manifest.json` names the inputs (package versions and hashes) and the outputs' hashes.
 
 pub mod cpio;
+pub mod elf;
 pub mod kconfig;
+pub mod launch;
 pub mod modules;
 pub mod verity;
 
@@ -30,6 +32,16 @@ pub const VERITY_KEY: &str = "conclave.verity";
 /// Kernel command-line key naming the attester (`snp`, `tdx`, or `sim` for a VM without a
 /// TEE; without it the init picks the TEE whose guest device exists).
 pub const ATTESTER_KEY: &str = "conclave.attester";
+/// Kernel command-line key holding the dataset disk's verity parameters (the disk is the
+/// second virtio disk, mounted read-only at `/data`; without the key no dataset is mounted).
+pub const DATA_KEY: &str = "conclave.data";
+/// Where the dataset disk is mounted in the guest. It holds `corpus/` (the corpus, the
+/// enclave's `--corpus`) and `cache/` (the tokenizer and the job's shards, its `--cache`).
+pub const DATA_MOUNT: &str = "/data";
+/// The corpus on the dataset disk.
+pub const DATA_CORPUS: &str = "/data/corpus";
+/// The data cache on the dataset disk (read-only: the host prepared the job's shards).
+pub const DATA_CACHE: &str = "/data/cache";
 
 /// The modules the init must load to reach the root filesystem.
 pub const REQUIRED_MODULES: &[&str] = &["virtio_blk", "dm_verity", "squashfs"];
@@ -112,6 +124,18 @@ pub enum GuestError {
         /// What.
         detail: String,
     },
+    /// An ELF program that cannot be read or edited.
+    #[error("ELF program: {detail}")]
+    BadElf {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A kernel image that is not a bzImage.
+    #[error("kernel image: {detail}")]
+    BadKernel {
+        /// What is wrong.
+        detail: String,
+    },
     /// A kernel module whose metadata cannot be read.
     #[error("kernel module: {detail}")]
     BadModule {
@@ -162,6 +186,8 @@ pub struct BootParams {
     pub verity: VerityParams,
     /// The attester, when the command line names one.
     pub attester: Option<GuestAttester>,
+    /// The dataset disk's verity parameters, when there is a dataset.
+    pub data: Option<VerityParams>,
 }
 
 /// Parses `/proc/cmdline` (space-separated; the last occurrence of a key wins, as the kernel's
@@ -169,12 +195,18 @@ pub struct BootParams {
 pub fn parse_cmdline(cmdline: &str) -> Result<BootParams, GuestError> {
     let mut verity = None;
     let mut attester = None;
+    let mut data = None;
     for word in cmdline.split_ascii_whitespace() {
         if let Some(v) = word
             .strip_prefix(VERITY_KEY)
             .and_then(|r| r.strip_prefix('='))
         {
             verity = Some(VerityParams::parse(v)?);
+        } else if let Some(v) = word
+            .strip_prefix(DATA_KEY)
+            .and_then(|r| r.strip_prefix('='))
+        {
+            data = Some(VerityParams::parse(v)?);
         } else if let Some(v) = word
             .strip_prefix(ATTESTER_KEY)
             .and_then(|r| r.strip_prefix('='))
@@ -194,6 +226,7 @@ pub fn parse_cmdline(cmdline: &str) -> Result<BootParams, GuestError> {
     Ok(BootParams {
         verity: verity.ok_or(GuestError::MissingCmdlineKey { key: VERITY_KEY })?,
         attester,
+        data,
     })
 }
 
