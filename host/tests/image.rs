@@ -212,6 +212,22 @@ fn the_image_is_reproducible_boots_and_refuses_a_changed_root() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     eprintln!("booted to Hello in {secs} s (TCG)");
+    // The guest reported the launch measurement the host predicts from the image's files
+    // (read back through fw_cfg: never a constant).
+    let o = conclave()
+        .args(["image", "measure", "--vm", "--json", "--image"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    let predicted = measurement_of(&o);
+    assert!(
+        text.contains(&format!("measurement {predicted}")),
+        "the guest measured otherwise than {predicted}:\n{text}"
+    );
+    assert_ne!(
+        predicted,
+        conclave_attestation::sim::default_sim_measurement().to_string()
+    );
 
     // One byte of the root filesystem changed (in the squashfs superblock, read at mount).
     let rootfs = b.join("rootfs.img");

@@ -196,6 +196,27 @@ fn boot(start: Instant) -> Result<()> {
         Some("sysfs"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
     )?;
+    // The vector extensions the trainer's kernels choose between (float results follow them).
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        let flags: Vec<&str> = info
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        let have: Vec<&str> = [
+            "sse4_2",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512_vnni",
+        ]
+        .into_iter()
+        .filter(|f| flags.contains(f))
+        .collect();
+        log(&format!("cpu: {}", have.join(" ")));
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let params = guest::parse_cmdline(&cmdline)?;
 
