@@ -457,6 +457,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<()> {
         let j = &self.job;
         j.validate()?;
+        self.enclave.validate()?;
         let n = &self.node;
         if n.index >= j.operators {
             bail!("node.index must be below job.operators ({})", j.operators);
@@ -547,6 +548,45 @@ mod tests {
             OperatorConfig::load(&p, [("CONCLAVE_JOB__ID".into(), "\"xyz\"".into())]).unwrap_err()
         );
         assert!(e.contains("job.id"), "{e}");
+    }
+
+    #[test]
+    fn a_vm_enclave_takes_defaults_and_its_keys_are_checked_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("op.toml");
+        std::fs::write(
+            &p,
+            "[job]\nconfig = \"a.toml\"\n[enclave]\nkind = \"vm\"\nimage = \"img\"\n",
+        )
+        .unwrap();
+        let cfg = OperatorConfig::load(&p, []).unwrap();
+        let Launch::Vm(v) = &cfg.enclave else {
+            panic!("not a vm launch: {:?}", cfg.enclave)
+        };
+        assert_eq!(v.tee, crate::enclave::VmTee::None);
+        assert_eq!((v.vcpus, v.memory_mib, v.accel.as_deref()), (1, 2048, None));
+        assert!(v.image.ends_with("img"));
+        for (key, value, named) in [
+            ("MEMORY_MIB", "128", "enclave.memory_mib"),
+            ("ACCEL", "\"hvf\"", "enclave.accel"),
+            ("VCPUS", "0", "enclave.vcpus"),
+            ("TEE", "\"snp\"", "enclave.firmware"),
+            ("BOOT_TIMEOUT_S", "0", "enclave.boot_timeout_s"),
+        ] {
+            let e = format!(
+                "{:#}",
+                OperatorConfig::load(&p, [(format!("CONCLAVE_ENCLAVE__{key}"), value.into())])
+                    .unwrap_err()
+            );
+            assert!(e.contains(named), "{key}: {e}");
+        }
+        std::fs::write(
+            &p,
+            "[job]\nconfig = \"a.toml\"\n[enclave]\nkind = \"qemu\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", OperatorConfig::load(&p, []).unwrap_err());
+        assert!(e.contains("qemu") && e.contains("vm"), "{e}");
     }
 
     #[test]

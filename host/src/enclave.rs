@@ -273,16 +273,27 @@ impl VmLaunch {
         if self.boot_timeout_s == 0 {
             bail!("enclave.boot_timeout_s must be at least 1");
         }
-        // The rest is what qemu would refuse.
-        let boot = GuestBoot {
-            kernel: PathBuf::new(),
-            initrd: PathBuf::new(),
-            root_disk: PathBuf::new(),
-            data_disk: PathBuf::new(),
-            cmdline: String::new(),
-        };
-        self.qemu(&boot, PathBuf::from("channel.sock"), 3)
-            .validate()
+        if self.vcpus == 0 || self.vcpus > 256 {
+            bail!("enclave.vcpus must be 1 to 256");
+        }
+        if self.memory_mib < 512 {
+            bail!("enclave.memory_mib must be at least 512 (libtorch and the model live in it)");
+        }
+        if self.snp_policy & (1 << 19) != 0 {
+            bail!("enclave.snp_policy allows debugging (bit 19): refused");
+        }
+        match (&self.tee, self.accel.as_deref()) {
+            (VmTee::None, None | Some("kvm") | Some("tcg")) => {}
+            (VmTee::None, Some(a)) => bail!("enclave.accel must be kvm or tcg, not {a:?}"),
+            (_, Some(_)) => {
+                bail!("enclave.accel is for tee = \"none\" (confidential VMs need KVM)")
+            }
+            (_, None) if self.firmware.is_none() => bail!(
+                "enclave.firmware is required for an SEV-SNP or TDX guest (OVMF for SNP, TDVF for TDX)"
+            ),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -604,25 +615,7 @@ pub fn launch_qemu(q: &QemuConfig, log: &Path, timeout: Duration) -> Result<Laun
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: getpid and gettid take no arguments.
-    let main_thread = unsafe { libc::getpid() == libc::gettid() };
-    if main_thread {
-        // The VM dies with the host process however it ends (a kill, a panic): qemu gets
-        // SIGKILL when the thread that started it, here the main thread, exits. (From another
-        // thread that could be early, so there only Drop and the process group stop it.)
-        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", q.qemu.display()))?;
+    let child = spawn_tied(cmd).with_context(|| format!("starting {}", q.qemu.display()))?;
     let mut launched = Launched {
         child,
         socket: q.channel_socket.clone(),
@@ -642,6 +635,46 @@ pub fn launch_qemu(q: &QemuConfig, log: &Path, timeout: Duration) -> Result<Laun
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(launched)
+}
+
+/// Starts `cmd` so that it dies with this process however it ends (a kill, a panic, a signal
+/// with no handler): it gets SIGKILL when its parent thread exits (`PR_SET_PDEATHSIG`), and
+/// that parent is one thread kept for the process's whole life, so any thread may call this.
+pub fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc;
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<mpsc::Sender<Request>>> =
+        std::sync::OnceLock::new();
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("conclave-spawner".into())
+            .spawn(move || {
+                // The static keeps a sender: this loop ends only with the process.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the spawner thread");
+        std::sync::Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    spawner
+        .lock()
+        .map_err(|_| std::io::Error::other("the spawner's lock is poisoned"))?
+        .send((cmd, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
 /// Console lines after which a guest will never answer.

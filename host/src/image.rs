@@ -62,6 +62,164 @@ pub enum ImageCommand {
     /// disk holds `corpus/` and `cache/`; `conclave run` with `kind = "vm"` builds it itself).
     /// The same folder gives the same bytes. Exit 0 built, 2 unusable input.
     DataDisk(DataDiskArgs),
+    /// Benchmark the VM enclave against the process enclave on the same job, same run: the
+    /// rounds' times (and their ratio), the guests' boot to attestation, and the image's size.
+    /// A benchmark, not a test: it prints figures and exits 0 when both runs completed.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `conclave image bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The image folder (`conclave image build --out`).
+    #[arg(long, value_name = "DIR", default_value = "runs/image")]
+    image: PathBuf,
+    /// A second image to compare sizes with (e.g. one built with --cuda).
+    #[arg(long, value_name = "DIR")]
+    other_image: Option<PathBuf>,
+    /// The training config (its `replicas` must equal --operators); default: a small built-in
+    /// job (a 1-layer GPT, SparseLoCo with 2 inner steps).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 2)]
+    operators: u32,
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
+    #[arg(long, default_value = ".data/moby-dick/package")]
+    corpus: PathBuf,
+    /// kvm or tcg (default: a probe boot decides).
+    #[arg(long, value_name = "ACCEL", value_parser = ["kvm", "tcg"])]
+    accel: Option<String>,
+    #[arg(long, default_value_t = 2048)]
+    memory_mib: u64,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The small job `conclave image bench` runs by default.
+const BENCH_JOB: &str = "seed = 3\nreplicas = REPLICAS\ndevice = \"cpu\"\nthreads = 1\n\
+     [model]\nlayers = 1\nheads = 2\nwidth = 32\ncontext = 32\n\
+     [data]\nvocab = 400\nshards = 4\nsteps_per_epoch = 4\n\
+     [train]\nsteps = 100\nbatch = 2\nwarmup = 1\neval_batches = 1\n\
+     [optimizer]\nkind = \"sparseloco\"\ninner_steps = 2\ntopk = 32\n";
+
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    use conclave_host::config::{OperatorConfig, StorageSection};
+    use conclave_host::enclave::{Launch, VmLaunch};
+    use conclave_host::run::{Event, run_local_with};
+    let work = tempfile::Builder::new()
+        .prefix("conclave-bench-")
+        .tempdir()?;
+    let config = match &args.config {
+        Some(c) => c.clone(),
+        None => {
+            let p = work.path().join("job.toml");
+            std::fs::write(
+                &p,
+                BENCH_JOB.replace("REPLICAS", &args.operators.to_string()),
+            )?;
+            p
+        }
+    };
+    let cache = work.path().join("cache");
+    let mut job = conclave_host::config::JobSection::new(config);
+    job.operators = args.operators;
+    job.rounds = args.rounds;
+    let run = |name: &str, enclave: Launch| -> Result<(conclave_host::run::RunSummary, f64)> {
+        let cfg = OperatorConfig {
+            job: Some(job.clone()),
+            enclave,
+            storage: StorageSection {
+                dir: work.path().join(name),
+            },
+            api: Default::default(),
+        };
+        let start = std::time::Instant::now();
+        let mut attested = 0.0;
+        let summary = run_local_with(&cfg, &mut |e| {
+            if let Event::Attested { .. } = e {
+                attested = start.elapsed().as_secs_f64();
+            }
+        })
+        .with_context(|| format!("the {name} run"))?;
+        Ok((summary, attested))
+    };
+    let (process, process_up) = run(
+        "process",
+        Launch::Sim {
+            program: None,
+            corpus: args.corpus.clone(),
+            cache: cache.clone(),
+            threads: 1,
+        },
+    )?;
+    let mut v = VmLaunch::new(args.image.clone(), args.corpus.clone(), cache.clone());
+    v.accel = args.accel.clone();
+    v.memory_mib = args.memory_mib;
+    v.vcpus = args.vcpus;
+    let (vm, vm_up) = run("vm", Launch::Vm(v))?;
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    // The first round also warms up (tokenizer load, allocations): the rest are the steady
+    // state, when there is a rest.
+    let steady = |s: &[f64]| if s.len() > 1 { mean(&s[1..]) } else { mean(s) };
+    let (pr, vr) = (steady(&process.round_seconds), steady(&vm.round_seconds));
+    let size = |dir: &Path| -> Result<u64> {
+        let m = conclave_host::image_build::load_image(dir)?;
+        Ok(m.kernel.size + m.initrd.size + m.rootfs.size)
+    };
+    let image_bytes = size(&args.image)?;
+    let other_bytes = args.other_image.as_deref().map(size).transpose()?;
+    let report = json!({
+        "operators": args.operators,
+        "rounds": args.rounds,
+        "process_round_s": process.round_seconds,
+        "vm_round_s": vm.round_seconds,
+        "vm_over_process_round": vr / pr,
+        "process_attested_s": process_up,
+        "vm_attested_s": vm_up,
+        "image_bytes": image_bytes,
+        "other_image_bytes": other_bytes,
+        "same_model": process.model_hash == vm.model_hash,
+        "process_losses": process.losses,
+        "vm_losses": vm.losses,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} operators × {} rounds of the same job, same machine:",
+            args.operators, args.rounds
+        );
+        println!(
+            "  round (steady state): vm {vr:.2} s, process {pr:.3} s: vm/process = {:.1}×",
+            vr / pr
+        );
+        println!(
+            "  start to every enclave attested: vm {vm_up:.1} s (boot), process {process_up:.1} s"
+        );
+        println!(
+            "  image (kernel + initrd + root filesystem): {:.1} MB{}",
+            image_bytes as f64 / 1e6,
+            other_bytes
+                .map(|b| format!(", other image {:.1} MB", b as f64 / 1e6))
+                .unwrap_or_default()
+        );
+        println!(
+            "  final model: {}",
+            if process.model_hash == vm.model_hash {
+                "the same".to_string()
+            } else {
+                format!(
+                    "differs in the last bits (losses vm {:?}, process {:?}: other CPU code paths in the guest)",
+                    vm.losses, process.losses
+                )
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Arguments of `conclave image data-disk`.
@@ -155,9 +313,10 @@ pub struct MeasureArgs {
     /// image booted with `conclave.attester=sim` and, with --data-disk, that dataset.
     #[arg(long, requires = "image", conflicts_with_all = ["inputs", "ovmf", "ccel"])]
     vm: bool,
-    /// With --vm: the dataset disk the guest boots with (`conclave image data-disk`, or the
-    /// `vm-disks/data-*.img` a VM job built in its data cache).
-    #[arg(long, value_name = "FILE", requires = "vm")]
+    /// With --image: the dataset disk the guest boots with (`conclave image data-disk`, or the
+    /// `vm-disks/data-*.img` a VM job built in its data cache); its verity parameters join the
+    /// measured command line as a job's guests boot it.
+    #[arg(long, value_name = "FILE", requires = "image")]
     data_disk: Option<PathBuf>,
     /// The kernel QEMU is given with `-kernel` (with `kernel-hashes=on`).
     #[arg(long, value_name = "FILE", requires = "ovmf")]
@@ -219,6 +378,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Build(args) => build(args),
         ImageCommand::Boot(args) => boot(args),
         ImageCommand::DataDisk(args) => data_disk(args),
+        ImageCommand::Bench(args) => bench(args),
     }
 }
 
@@ -405,7 +565,15 @@ fn measure(mut args: MeasureArgs) -> Result<ExitCode> {
         let m = conclave_host::image_build::load_image(dir)?;
         args.kernel = Some(dir.join(&m.kernel.file));
         args.initrd = Some(dir.join(&m.initrd.file));
-        args.append = Some(m.cmdline);
+        let data = match &args.data_disk {
+            Some(d) => Some(conclave_host::image_build::squashfs_verity_params(d)?),
+            None => None,
+        };
+        args.append = Some(conclave_images::guest::launch::job_cmdline(
+            &m.cmdline,
+            false,
+            data.as_ref(),
+        ));
     }
     if let Some(path) = &args.ccel {
         return measure_tdx(&args, path);

@@ -582,7 +582,7 @@ pub fn squashfs_verity_params(file: &Path) -> Result<verity::VerityParams> {
     }
     let used = u64::from_le_bytes(sb[40..48].try_into().expect("8 bytes"));
     let data_len = used.next_multiple_of(verity::BLOCK as u64);
-    if data_len == 0 || data_len >= len {
+    if data_len == 0 || data_len > len {
         bail!(
             "{}: the squashfs claims {used} bytes of a {len}-byte file: no hash tree after it",
             file.display()

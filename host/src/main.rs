@@ -241,9 +241,11 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let anvil = conclave_host::chain::Anvil::start(0).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
             r = conclave_host::demo::run_demo(&opts, &anvil) => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: every process the demo started is stopped")),
+            _ = term.recv() => Err(anyhow::anyhow!("terminated: every process the demo started is stopped")),
         };
         anvil.stop().await.ok();
         let (outcome, report) = result?;

@@ -303,6 +303,20 @@ pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec) -> Result<VmJob> {
         data_disk: disk.path,
         cmdline,
     };
+    let mut launch = v.clone();
+    if v.tee == VmTee::None && v.accel.is_none() {
+        let kvm = kvm_works(v, &boot);
+        tracing::info!(
+            accel = if kvm { "kvm" } else { "tcg" },
+            "{}",
+            if kvm {
+                "KVM boots the image: guests run under KVM"
+            } else {
+                "KVM is missing or cannot run the image here: guests run under TCG emulation"
+            }
+        );
+        launch.accel = Some(if kvm { "kvm" } else { "tcg" }.to_string());
+    }
     let measurement = if v.tee == VmTee::None {
         let open = |p: &Path| {
             std::fs::File::open(p)
@@ -316,11 +330,57 @@ pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec) -> Result<VmJob> {
         None
     };
     Ok(VmJob {
-        launch: v.clone(),
+        launch,
         boot,
         manifest,
         measurement,
     })
+}
+
+/// Whether KVM runs this image here: `/dev/kvm` must be usable and a probe boot under KVM
+/// must get as far as starting the enclave (some hosts have a `/dev/kvm` whose guests stop on
+/// their first AVX instruction). Asked once per process; the probe takes seconds.
+pub fn kvm_works(v: &VmLaunch, boot: &GuestBoot) -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let usable = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        usable
+            && probe_kvm(v, boot).unwrap_or_else(|e| {
+                tracing::debug!(error = %format!("{e:#}"), "KVM probe failed");
+                false
+            })
+    })
+}
+
+fn probe_kvm(v: &VmLaunch, boot: &GuestBoot) -> Result<bool> {
+    let dir = tempfile::Builder::new()
+        .prefix("conclave-kvm-probe-")
+        .tempdir()?;
+    let mut probe = v.clone();
+    probe.accel = Some("kvm".into());
+    let q = probe.qemu(boot, dir.path().join("channel.sock"), 3);
+    let log = dir.path().join("console.log");
+    let mut vm = launch_qemu(&q, &log, Duration::from_secs(30))?;
+    let start = std::time::Instant::now();
+    let works = loop {
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+        if text.contains("conclave-init: starting") {
+            break true;
+        }
+        if crate::enclave::FATAL.iter().any(|m| text.contains(m))
+            || vm.child.try_wait()?.is_some()
+            || start.elapsed() > Duration::from_secs(60)
+        {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = vm.child.kill();
+    Ok(works)
 }
 
 /// The dataset disk of a job: `corpus/` (the corpus as the enclave reads it) and `cache/`
@@ -428,8 +488,8 @@ pub struct Started {
 }
 
 /// Launches operator `index`'s enclave: quick (a guest boots afterwards), so a peer set starts
-/// all its enclaves from the main thread (a guest's qemu then dies with this process however
-/// it ends) and attests them in parallel.
+/// all its enclaves, then attests them in parallel. A guest's qemu dies with this process
+/// however it ends ([`crate::enclave::spawn_tied`]).
 pub fn start_enclave(
     job: &PreparedJob,
     index: u32,

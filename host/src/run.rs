@@ -86,8 +86,7 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
     let domain = job.domain.clone();
 
     // Every operator: launch, hello, appraise, load the job (from the job's initial model).
-    // Started from this thread (guests die with the process), attested in parallel (guests
-    // boot at once).
+    // All started, then attested in parallel (guests boot at once).
     let mut started = Vec::new();
     for i in 0..jobcfg.operators {
         started.push(start_enclave(&job, i, &store, Some(i))?);

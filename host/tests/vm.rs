@@ -310,12 +310,136 @@ fn a_killed_guest_is_reported_with_its_console_and_nothing_is_left() {
         "{:#}",
         op.channel
             .call(&Request::TrainRound { round: 0 })
-            .err()
-            .expect("a killed guest answered")
+            .expect_err("a killed guest answered")
     );
     assert!(e.contains("the guest's console"), "{e}");
     assert!(e.contains("conclave-init"), "{e}");
     drop(op);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
     assert!(stat.is_err(), "qemu {pid} is still there: {stat:?}");
+}
+
+#[test]
+fn a_data_disk_is_reproducible_and_its_verity_parameters_are_recomputed_from_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    std::fs::create_dir_all(data.join("corpus/sub")).unwrap();
+    // Incompressible bytes: a filesystem of many blocks, so a hash tree of its own.
+    let mut x: u64 = 7;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    std::fs::write(data.join("corpus/a.bin"), noise).unwrap();
+    std::fs::write(data.join("corpus/sub/b.json"), "{}").unwrap();
+    let build = |out: &Path| -> Value {
+        let o = conclave()
+            .args(["image", "data-disk", "--json", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (a, b) = (build(&d.join("a.img")), build(&d.join("b.img")));
+    assert_eq!(a["verity"], b["verity"]);
+    assert_eq!(
+        std::fs::read(d.join("a.img")).unwrap(),
+        std::fs::read(d.join("b.img")).unwrap()
+    );
+    assert!(a["cmdline"].as_str().unwrap().starts_with("conclave.data="));
+    let params = conclave_host::image_build::squashfs_verity_params(&d.join("a.img")).unwrap();
+    assert_eq!(params.to_string(), a["verity"].as_str().unwrap());
+
+    // One byte changed in the filesystem, or in the tree after it: named.
+    let len = std::fs::metadata(d.join("b.img")).unwrap().len();
+    flip(&d.join("b.img"), 100);
+    let e = conclave_host::image_build::squashfs_verity_params(&d.join("b.img")).unwrap_err();
+    assert!(format!("{e:#}").contains("changed disk"), "{e:#}");
+    flip(&d.join("b.img"), 100);
+    flip(&d.join("b.img"), len - 1);
+    let e = conclave_host::image_build::squashfs_verity_params(&d.join("b.img")).unwrap_err();
+    assert!(format!("{e:#}").contains("changed disk"), "{e:#}");
+    // Not a squashfs at all.
+    std::fs::write(d.join("c.img"), vec![0u8; 8192]).unwrap();
+    let e = conclave_host::image_build::squashfs_verity_params(&d.join("c.img")).unwrap_err();
+    assert!(format!("{e:#}").contains("not a squashfs"), "{e:#}");
+}
+
+/// The processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_host_takes_its_guests_with_it() {
+    let _one = VMS.lock().unwrap_or_else(|e| e.into_inner());
+    let image = image();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("job.toml"), JOB).unwrap();
+    let store = d.join("store-killed");
+    std::fs::write(
+        d.join("vm.toml"),
+        format!(
+            "[job]\nconfig = \"job.toml\"\noperators = 2\nrounds = 2\n\
+             [enclave]\nkind = \"vm\"\nimage = {image:?}\naccel = \"tcg\"\nprogram = {:?}\n\
+             corpus = {:?}\ncache = {:?}\n[storage]\ndir = {store:?}\n",
+            enclave_program(),
+            corpus(),
+            d.join("cache"),
+        ),
+    )
+    .unwrap();
+    let mut host = conclave()
+        .args(["run", "--config"])
+        .arg(d.join("vm.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until both guests run their init.
+    let start = std::time::Instant::now();
+    loop {
+        let up = (0..2).all(|i| {
+            std::fs::read_to_string(store.join(format!("enclave-{i}.log")))
+                .is_ok_and(|l| l.contains("conclave-init: starting"))
+        });
+        if up {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 300,
+            "the guests did not boot in 300 s"
+        );
+        assert!(host.try_wait().unwrap().is_none(), "the host exited early");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let needle = store.join("enclave-0.sock").display().to_string();
+    assert_eq!(processes_mentioning(&needle).len(), 1, "one qemu per guest");
+    // SIGKILL: no handler, no destructor runs in the host.
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let start = std::time::Instant::now();
+    while !processes_mentioning(&store.display().to_string()).is_empty() {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "guests outlived their host: {:?}",
+            processes_mentioning(&store.display().to_string())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -134,7 +134,11 @@ pub(super) async fn follow_nodes(
             let b = mp.add(ProgressBar::new(opts.rounds));
             b.set_style(style.clone());
             b.set_prefix(format!("operator {i}"));
-            b.set_message("joining");
+            b.set_message(if opts.vm.is_some() {
+                "booting its guest"
+            } else {
+                "starting its enclave"
+            });
             b
         })
         .collect();
@@ -157,6 +161,12 @@ pub(super) async fn follow_nodes(
                         b.set_message(format!("loss {loss}"));
                         if !opts.progress && i == 0 {
                             say(&format!("operator 0: {line}"));
+                        }
+                    } else if let Some(rest) = line.strip_prefix("enclave attested after ") {
+                        let secs = rest.split(' ').next().unwrap_or("?");
+                        b.set_message(format!("enclave attested ({secs} s); joining"));
+                        if !opts.progress {
+                            say(&format!("operator {i}: {line}"));
                         }
                     } else if let Some(rest) = line.strip_prefix("approval requested: ") {
                         // The customer appraises the operator's evidence and approves its key.

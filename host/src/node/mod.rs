@@ -113,7 +113,13 @@ async fn run_node_async(
     // The document every enclave of the job obeys, kept for auditors (its hash is the spec
     // hash the enclaves' statements name).
     crate::store::write_atomic(&store.document(), &job.document)?;
+    let started = std::time::Instant::now();
     let mut own = launch_operator(&job, me, &store, None).context("our own enclave")?;
+    events(NodeEvent::Attested {
+        tee: own.tee.clone(),
+        measurement: own.accepted.measurement().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
     let onchain = match &cfg.chain {
         Some(c) => Some(onchain::join_chain(c, &jobcfg, &job, &mut own, &store, events).await?),
         None => None,

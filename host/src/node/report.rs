@@ -9,6 +9,13 @@ use super::Withdrawal;
 /// What a node reports as it goes (the binary prints each as one line on stdout).
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeEvent {
+    /// Our enclave answered, its evidence passed the job's policy and it loaded the job
+    /// (`seconds` from the node's start: a guest's boot is most of it).
+    Attested {
+        tee: String,
+        measurement: String,
+        seconds: f64,
+    },
     /// A round closed on `model_hash`, aggregating `operators`' updates.
     Round {
         round: u64,
@@ -37,6 +44,14 @@ pub enum NodeEvent {
 impl std::fmt::Display for NodeEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            NodeEvent::Attested {
+                tee,
+                measurement,
+                seconds,
+            } => write!(
+                f,
+                "enclave attested after {seconds:.1} s ({tee} evidence, measurement {measurement})"
+            ),
             NodeEvent::Round {
                 round,
                 model_hash,
