@@ -1,11 +1,14 @@
-//! The guest image's parsers on arbitrary bytes: the kernel command line the init reads, a
-//! kernel module's `.modinfo`, and initramfs archives. Never panic; a command line that parses
-//! re-serializes to the same verity parameters; a parsed archive's entries rebuild to an
-//! archive that parses to the same entries.
+//! The guest image's parsers on arbitrary bytes: the kernel command line the init reads (with
+//! the dataset's verity parameters), a kernel module's `.modinfo`, initramfs archives, the
+//! launch measurement over a setup area, kernel, initrd and command line from the host (what
+//! the init reads through fw_cfg), and the ELF dynamic section the image build edits. Never
+//! panic; a command line that parses re-serializes to the same verity parameters; a parsed
+//! archive's entries rebuild to an archive that parses to the same entries; dropping needed
+//! libraries keeps their number.
 #![no_main]
 
 use conclave_images::guest::cpio::{self, Archive, Node};
-use conclave_images::guest::{VerityParams, modules, parse_cmdline};
+use conclave_images::guest::{VerityParams, elf, launch, modules, parse_cmdline};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +16,23 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(p) = parse_cmdline(text) {
             let again = VerityParams::parse(&p.verity.to_string()).expect("re-parses");
             assert_eq!(again, p.verity);
+            if let Some(d) = p.data {
+                assert_eq!(VerityParams::parse(&d.to_string()).expect("re-parses"), d);
+            }
+        }
+    }
+    // The measurement of what a host loaded: any split of the bytes is measurable or refused.
+    let cut = data.first().map_or(0, |b| *b as usize * 64).min(data.len());
+    let (setup, rest) = data.split_at(cut);
+    let half = rest.len() / 2;
+    let _ = launch::measurement(setup, &rest[..half], &rest[half..], setup);
+    let _ = launch::predict(data, &b""[..], "");
+    if let Ok(names) = elf::needed_libraries(data) {
+        let mut copy = data.to_vec();
+        let first = names.first().cloned();
+        if let Ok(dropped) = elf::drop_needed(&mut copy, |n| Some(n) != first.as_deref()) {
+            assert_eq!(elf::needed_libraries(&copy).expect("still parses").len(), names.len());
+            assert!(dropped.len() < names.len());
         }
     }
     let _ = modules::modinfo(data);

@@ -1,5 +1,6 @@
 //! The host's side of the enclave channel: launching the enclave (a local process for `sim`,
-//! qemu with `sev-snp-guest` or `tdx-guest` on hardware), the framed request/response client,
+//! or a guest of the measured image under qemu: plain, or `sev-snp-guest` / `tdx-guest` on
+//! hardware), guests' watchdogs and console reports, the framed request/response client,
 //! and the checks the host makes on what comes back. The host holds no enclave key and has no
 //! code path that signs results: it relays the enclave's signed envelopes.
 

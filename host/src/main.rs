@@ -51,7 +51,8 @@ fn init_logging(format: LogFormat) {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job as the host proxy: launch the enclaves (sim processes here), check their
+    /// Run a job as the host proxy: launch the enclaves (sim processes, or guests of the
+    /// measured image with `[enclave] kind = "vm"`), check their
     /// evidence, drive the rounds and store the signed receipts and checkpoints.
     Run {
         /// The operator config (TOML); `CONCLAVE_<SECTION>__<KEY>` variables override it.

@@ -1,6 +1,6 @@
 //! `conclave run --config operator.toml`: the host proxy in local mode. It brings up the
-//! operators' enclaves ([`crate::operator::launch_operator`]: `sim` processes here; qemu
-//! confidential VMs on hardware), drives the rounds (every enclave trains its share, then
+//! operators' enclaves ([`crate::operator::start_enclave`]: `sim` processes, or guests of the
+//! measured image under qemu, plain or confidential), drives the rounds (every enclave trains its share, then
 //! every enclave aggregates the same signed set), checks every signed result it relays, and
 //! stores receipts and checkpoints in the job folder ([`crate::store`]).
 

@@ -329,7 +329,9 @@ fn a_data_disk_is_reproducible_and_its_verity_parameters_are_recomputed_from_its
     let mut x: u64 = 7;
     let noise: Vec<u8> = (0..300_000)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 56) as u8
         })
         .collect();

@@ -24,22 +24,27 @@ fn bad(detail: impl Into<String>) -> GuestError {
     }
 }
 
+fn bytes<const N: usize>(b: &[u8], at: usize, plus: usize) -> Result<[u8; N], GuestError> {
+    at.checked_add(plus)
+        .and_then(|start| b.get(start..start.checked_add(N)?))
+        .map(|s| s.try_into().expect("N bytes"))
+        .ok_or_else(|| bad(format!("truncated at {at:#x}+{plus:#x}")))
+}
+
 fn u16_at(b: &[u8], at: usize) -> Result<u16, GuestError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| bad(format!("truncated at {at:#x}")))
+    Ok(u16::from_le_bytes(bytes(b, at, 0)?))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, GuestError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
-        .ok_or_else(|| bad(format!("truncated at {at:#x}")))
+    Ok(u32::from_le_bytes(bytes(b, at, 0)?))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, GuestError> {
-    b.get(at..at + 8)
-        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
-        .ok_or_else(|| bad(format!("truncated at {at:#x}")))
+    Ok(u64::from_le_bytes(bytes(b, at, 0)?))
+}
+
+fn u64_plus(b: &[u8], at: usize, plus: usize) -> Result<u64, GuestError> {
+    Ok(u64::from_le_bytes(bytes(b, at, plus)?))
 }
 
 struct Segment {
@@ -71,16 +76,21 @@ fn needed(elf: &[u8]) -> Result<Vec<(usize, String)>, GuestError> {
             .ok_or_else(|| bad("program header offset overflows"))?;
         segs.push(Segment {
             kind: u32_at(elf, at)?,
-            offset: u64_at(elf, at + 8)?,
-            vaddr: u64_at(elf, at + 16)?,
-            filesz: u64_at(elf, at + 32)?,
+            offset: u64_plus(elf, at, 8)?,
+            vaddr: u64_plus(elf, at, 16)?,
+            filesz: u64_plus(elf, at, 32)?,
         });
     }
     let dynamic = segs
         .iter()
         .find(|s| s.kind == PT_DYNAMIC)
         .ok_or_else(|| bad("no dynamic segment (a static program)"))?;
-    let (start, len) = (dynamic.offset as usize, dynamic.filesz as usize);
+    let (Ok(start), Ok(len)) = (
+        usize::try_from(dynamic.offset),
+        usize::try_from(dynamic.filesz),
+    ) else {
+        return Err(bad("the dynamic segment lies outside the file"));
+    };
     if start.checked_add(len).is_none_or(|e| e > elf.len()) {
         return Err(bad("the dynamic segment lies outside the file"));
     }
@@ -89,7 +99,7 @@ fn needed(elf: &[u8]) -> Result<Vec<(usize, String)>, GuestError> {
     let mut entries = Vec::new();
     for at in (start..start + len - len % 16).step_by(16) {
         let tag = u64_at(elf, at)? as i64;
-        let val = u64_at(elf, at + 8)?;
+        let val = u64_plus(elf, at, 8)?;
         match tag {
             DT_NULL => break,
             DT_NEEDED => entries.push((at + 8, val)),
@@ -104,17 +114,30 @@ fn needed(elf: &[u8]) -> Result<Vec<(usize, String)>, GuestError> {
     );
     let seg = segs
         .iter()
-        .find(|s| s.kind == PT_LOAD && s.vaddr <= strtab && strtab < s.vaddr + s.filesz)
+        .find(|s| {
+            s.kind == PT_LOAD
+                && s.vaddr <= strtab
+                && s.vaddr
+                    .checked_add(s.filesz)
+                    .is_some_and(|end| strtab < end)
+        })
         .ok_or_else(|| bad("DT_STRTAB is in no loaded segment"))?;
-    let table_off = (strtab - seg.vaddr + seg.offset) as usize;
+    let outside = || bad("the string table lies outside the file");
+    let table_off = usize::try_from(
+        (strtab - seg.vaddr)
+            .checked_add(seg.offset)
+            .ok_or_else(outside)?,
+    )
+    .map_err(|_| outside())?;
     let table = elf
-        .get(table_off..table_off.saturating_add(strsz as usize))
-        .ok_or_else(|| bad("the string table lies outside the file"))?;
+        .get(table_off..table_off.saturating_add(usize::try_from(strsz).map_err(|_| outside())?))
+        .ok_or_else(outside)?;
     entries
         .into_iter()
         .map(|(at, val)| {
-            let rest = table
-                .get(val as usize..)
+            let rest = usize::try_from(val)
+                .ok()
+                .and_then(|v| table.get(v..))
                 .ok_or_else(|| bad("a DT_NEEDED name lies outside the string table"))?;
             let end = rest
                 .iter()
@@ -143,6 +166,7 @@ pub fn drop_needed(elf: &mut [u8], drop: impl Fn(&str) -> bool) -> Result<Vec<St
     let mut dropped = Vec::new();
     for (at, name) in entries {
         if drop(&name) {
+            // `at` came from a successful 8-byte read.
             elf[at..at + 8].copy_from_slice(&keep.to_le_bytes());
             dropped.push(name);
         }

@@ -25,13 +25,20 @@ pub fn normalize(name: &str) -> String {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn u64_at(b: &[u8], at: usize) -> Option<usize> {
-    usize::try_from(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)).ok()
+    usize::try_from(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+    .ok()
 }
 
 /// The contents of the ELF64 little-endian section named `wanted`.
@@ -50,8 +57,8 @@ fn section<'a>(elf: &'a [u8], wanted: &str) -> Option<&'a [u8]> {
         let at = shoff.checked_add(i.checked_mul(shentsize)?)?;
         Some((
             u32_at(elf, at)?,
-            u64_at(elf, at + 0x18)?,
-            u64_at(elf, at + 0x20)?,
+            u64_at(elf, at.checked_add(0x18)?)?,
+            u64_at(elf, at.checked_add(0x20)?)?,
         ))
     };
     let (_, str_off, str_size) = header(shstrndx)?;
