@@ -25,6 +25,7 @@ pub mod job;
 pub mod model;
 pub mod pack;
 pub mod receipt;
+pub mod seal;
 pub mod statement;
 pub mod sync;
 pub mod toploc;
