@@ -274,27 +274,16 @@ impl VmLaunch {
         if self.boot_timeout_s == 0 {
             bail!("enclave.boot_timeout_s must be at least 1");
         }
-        if self.vcpus == 0 || self.vcpus > 256 {
-            bail!("enclave.vcpus must be 1 to 256");
-        }
-        if self.memory_mib < 512 {
-            bail!("enclave.memory_mib must be at least 512 (libtorch and the model live in it)");
-        }
-        if self.snp_policy & (1 << 19) != 0 {
-            bail!("enclave.snp_policy allows debugging (bit 19): refused");
-        }
-        match (&self.tee, self.accel.as_deref()) {
-            (VmTee::None, None | Some("kvm") | Some("tcg")) => {}
-            (VmTee::None, Some(a)) => bail!("enclave.accel must be kvm or tcg, not {a:?}"),
-            (_, Some(_)) => {
-                bail!("enclave.accel is for tee = \"none\" (confidential VMs need KVM)")
-            }
-            (_, None) if self.firmware.is_none() => bail!(
-                "enclave.firmware is required for an SEV-SNP or TDX guest (OVMF for SNP, TDVF for TDX)"
-            ),
-            _ => {}
-        }
-        Ok(())
+        // The rest is what qemu would refuse, named as this section's keys.
+        let boot = GuestBoot {
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            root_disk: PathBuf::new(),
+            data_disk: PathBuf::new(),
+            cmdline: String::new(),
+        };
+        self.qemu(&boot, PathBuf::from("channel.sock"), 3)
+            .check("enclave")
     }
 }
 
@@ -385,28 +374,35 @@ fn default_snp_policy() -> u64 {
 impl QemuConfig {
     /// Checks what qemu would refuse later, naming the key.
     pub fn validate(&self) -> Result<()> {
-        if self.vcpus == 0 {
-            bail!("qemu.vcpus must be at least 1");
+        self.check("qemu")
+    }
+
+    /// [`validate`](Self::validate) with the keys named as those of config section `section`.
+    fn check(&self, section: &str) -> Result<()> {
+        if self.vcpus == 0 || self.vcpus > 256 {
+            bail!("{section}.vcpus must be 1 to 256");
         }
         if self.memory_mib < 512 {
-            bail!("qemu.memory_mib must be at least 512");
+            bail!("{section}.memory_mib must be at least 512 (libtorch and the model live in it)");
         }
         if self.vsock_cid < 3 {
-            bail!("qemu.vsock_cid must be 3 or more (0-2 are reserved)");
+            bail!("{section}.vsock_cid must be 3 or more (0-2 are reserved)");
         }
         if self.tee == VmTee::Snp && self.snp_policy & (1 << 19) != 0 {
-            bail!("qemu.snp_policy allows debugging (bit 19): refused");
+            bail!("{section}.snp_policy allows debugging (bit 19): refused");
         }
         if let Some(a) = &self.accel {
             if self.tee != VmTee::None {
-                bail!("qemu.accel is for tee = \"none\" (confidential VMs need KVM)");
+                bail!("{section}.accel is for tee = \"none\" (confidential VMs need KVM)");
             }
             if !matches!(a.as_str(), "kvm" | "tcg") {
-                bail!("qemu.accel must be kvm or tcg, not {a:?}");
+                bail!("{section}.accel must be kvm or tcg, not {a:?}");
             }
         }
         if self.tee != VmTee::None && self.firmware.is_none() {
-            bail!("qemu.firmware is required for a confidential VM (OVMF for SNP, TDVF for TDX)");
+            bail!(
+                "{section}.firmware is required for a confidential VM (OVMF for SNP, TDVF for TDX)"
+            );
         }
         Ok(())
     }

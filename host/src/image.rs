@@ -425,14 +425,9 @@ fn measure_vm(args: &MeasureArgs, dir: &Path) -> Result<ExitCode> {
         None => None,
     };
     let cmdline = launch::job_cmdline(&m.cmdline, true, data.as_ref());
-    let open = |p: PathBuf| {
-        File::open(&p)
-            .map(std::io::BufReader::new)
-            .with_context(|| format!("opening {}", p.display()))
-    };
-    let parts = launch::predict_components(
-        open(dir.join(&m.kernel.file))?,
-        open(dir.join(&m.initrd.file))?,
+    let parts = launch::predict_files(
+        &dir.join(&m.kernel.file),
+        &dir.join(&m.initrd.file),
         &cmdline,
     )?;
     let hex = hex::encode(parts.measurement());

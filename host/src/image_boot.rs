@@ -130,13 +130,9 @@ pub fn boot(opts: &BootOptions) -> Result<BootReport> {
     let job = conclave_attestation::JobId(job_id.0);
     let peer = PeerEvidence { evidence, nonce };
     // The measurement the guest must report: the launch digest of what qemu was given.
-    let open = |p: &Path| {
-        std::fs::File::open(p)
-            .map(std::io::BufReader::new)
-            .with_context(|| format!("opening {}", p.display()))
-    };
     let predicted =
-        conclave_images::guest::launch::predict(open(&q.kernel)?, open(&q.initrd)?, &q.cmdline)?;
+        conclave_images::guest::launch::predict_files(&q.kernel, &q.initrd, &q.cmdline)?
+            .measurement();
     let policy = conclave_attestation::Policy {
         allow_sim: true,
         measurements: vec![conclave_attestation::Measurement(predicted)],

@@ -367,15 +367,7 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<Buil
             out.display()
         );
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(".image-build-")
-        .tempdir_in(parent)
-        .with_context(|| format!("making a work folder in {}", parent.display()))?;
+    let work = work_dir_beside(out, ".image-build-")?;
     let stage = work.path().join("image");
     fs::create_dir_all(&stage)?;
 
@@ -621,15 +613,7 @@ pub fn build_data_disk(root: &Path, out: &Path) -> Result<DataDisk> {
     if !root.is_dir() {
         bail!("{} is not a folder", root.display());
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(".data-disk-")
-        .tempdir_in(parent)
-        .with_context(|| format!("making a work folder in {}", parent.display()))?;
+    let work = work_dir_beside(out, ".data-disk-")?;
     // mksquashfs reads the tree as it is; a copy gets fixed modes without touching `root`.
     let tree = work.path().join("root");
     copy_tree(root, &tree)?;
@@ -659,6 +643,19 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A temporary folder in `out`'s folder (made if missing): written there, renamed into place.
+fn work_dir_beside(out: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .with_context(|| format!("making a work folder in {}", parent.display()))
 }
 
 /// Reads an image folder's manifest and checks the files against it.

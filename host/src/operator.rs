@@ -228,8 +228,8 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         Launch::Vm(v) => {
             let mut v = v.clone();
             v.program = Some(program.clone());
-            let vm = prepare_vm(&v, &published)?;
             check_vm_tee(jobcfg.tee, v.tee)?;
+            let vm = prepare_vm(&v, &published)?;
             (Launch::Vm(v), Some(vm))
         }
     };
@@ -318,14 +318,9 @@ pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec) -> Result<VmJob> {
         launch.accel = Some(if kvm { "kvm" } else { "tcg" }.to_string());
     }
     let measurement = if v.tee == VmTee::None {
-        let open = |p: &Path| {
-            std::fs::File::open(p)
-                .map(std::io::BufReader::new)
-                .with_context(|| format!("opening {}", p.display()))
-        };
-        let m = launch::predict(open(&boot.kernel)?, open(&boot.initrd)?, &boot.cmdline)
+        let m = launch::predict_files(&boot.kernel, &boot.initrd, &boot.cmdline)
             .context("predicting the guest's launch measurement")?;
-        Some(Measurement(m))
+        Some(Measurement(m.measurement()))
     } else {
         None
     };

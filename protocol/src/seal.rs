@@ -307,18 +307,23 @@ pub struct Recipient {
     public: [u8; 32],
 }
 
+/// A fresh single-use X25519 private key and its public key.
+fn x25519_pair() -> Result<(EphemeralPrivateKey, [u8; 32]), SealError> {
+    let private = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
+        .map_err(|_| SealError::Crypto("X25519 key generation failed"))?;
+    let public: [u8; 32] = private
+        .compute_public_key()
+        .map_err(|_| SealError::Crypto("X25519 public key failed"))?
+        .as_ref()
+        .try_into()
+        .map_err(|_| SealError::Crypto("X25519 public key is not 32 bytes"))?;
+    Ok((private, public))
+}
+
 impl Recipient {
     /// A fresh key pair.
     pub fn generate() -> Result<Self, SealError> {
-        let rng = SystemRandom::new();
-        let private = EphemeralPrivateKey::generate(&X25519, &rng)
-            .map_err(|_| SealError::Crypto("X25519 key generation failed"))?;
-        let public: [u8; 32] = private
-            .compute_public_key()
-            .map_err(|_| SealError::Crypto("X25519 public key failed"))?
-            .as_ref()
-            .try_into()
-            .map_err(|_| SealError::Crypto("X25519 public key is not 32 bytes"))?;
+        let (private, public) = x25519_pair()?;
         Ok(Recipient { private, public })
     }
 
@@ -381,15 +386,7 @@ pub fn wrap(
     recipient: &[u8; 32],
     context: &[u8],
 ) -> Result<Vec<u8>, SealError> {
-    let rng = SystemRandom::new();
-    let eph = EphemeralPrivateKey::generate(&X25519, &rng)
-        .map_err(|_| SealError::Crypto("X25519 key generation failed"))?;
-    let eph_pub: [u8; 32] = eph
-        .compute_public_key()
-        .map_err(|_| SealError::Crypto("X25519 public key failed"))?
-        .as_ref()
-        .try_into()
-        .map_err(|_| SealError::Crypto("X25519 public key is not 32 bytes"))?;
+    let (eph, eph_pub) = x25519_pair()?;
     let key =
         agreement::agree_ephemeral(eph, &UnparsedPublicKey::new(&X25519, recipient), |shared| {
             wrap_key(shared, &eph_pub, recipient, context)

@@ -197,6 +197,23 @@ pub fn predict(
     Ok(predict_components(bzimage, initrd, cmdline)?.measurement())
 }
 
+/// The items' digests predicted from the kernel and initrd files, streamed.
+pub fn predict_files(
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+    cmdline: &str,
+) -> Result<Components, GuestError> {
+    let open = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .map_err(|e| GuestError::Io {
+                what: p.display().to_string(),
+                detail: e.to_string(),
+            })
+    };
+    predict_components(open(kernel)?, open(initrd)?, cmdline)
+}
+
 /// The items' digests predicted from the files (see [`predict`]).
 pub fn predict_components(
     mut bzimage: impl Read,
