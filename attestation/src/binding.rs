@@ -33,17 +33,39 @@ pub fn key_binding(pubkey: &[u8; 64], ctx: &BindingContext) -> ReportData {
     ReportData(h.finalize().into())
 }
 
+/// Domain tag of the key-request binding.
+pub const KEY_REQUEST_TAG: &[u8] = b"conclave/v1/key-request";
+
+/// Computes the report data of a key request: an enclave asking for a job's secret binds the
+/// fresh X25519 public key the secret is to be wrapped to, the job's sealing id and the key
+/// holder's nonce:
+///
+/// `report_data = SHA-512("conclave/v1/key-request" ‖ x25519 public key ‖ sealing id ‖ nonce)`
+///
+/// (all parts 32 bytes). The tag differs from the enclave-key binding's, so evidence made for
+/// one can never pass as the other.
+pub fn key_request_binding(x25519: &[u8; 32], sealing_id: &[u8; 32], nonce: &Nonce) -> ReportData {
+    let mut h = Sha512::new();
+    h.update(KEY_REQUEST_TAG);
+    h.update(x25519);
+    h.update(sealing_id);
+    h.update(nonce.0);
+    ReportData(h.finalize().into())
+}
+
 /// True when `report_data` binds `pubkey` to `ctx`. Compares in constant time.
 pub fn check_key_binding(
     report_data: &ReportData,
     pubkey: &[u8; 64],
     ctx: &BindingContext,
 ) -> bool {
-    let expected = key_binding(pubkey, ctx);
-    expected
-        .0
-        .iter()
-        .zip(report_data.0.iter())
+    ct_eq(&key_binding(pubkey, ctx), report_data)
+}
+
+/// Constant-time equality of two report data values.
+pub fn ct_eq(a: &ReportData, b: &ReportData) -> bool {
+    a.0.iter()
+        .zip(b.0.iter())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b))
         == 0
 }
@@ -74,6 +96,26 @@ mod tests {
             ..ctx
         };
         assert!(!check_key_binding(&rd, &k, &other_job));
+    }
+
+    #[test]
+    fn key_request_binding_is_its_own_domain() {
+        let nonce = Nonce([2; 32]);
+        let rd = key_request_binding(&[5; 32], &[6; 32], &nonce);
+        let mut msg = b"conclave/v1/key-request".to_vec();
+        msg.extend_from_slice(&[5; 32]);
+        msg.extend_from_slice(&[6; 32]);
+        msg.extend_from_slice(&[2; 32]);
+        let want: [u8; 64] = Sha512::digest(&msg).into();
+        assert_eq!(rd.0, want);
+        assert!(!ct_eq(
+            &rd,
+            &key_request_binding(&[5; 32], &[6; 32], &Nonce([3; 32]))
+        ));
+        assert!(!ct_eq(
+            &rd,
+            &key_request_binding(&[4; 32], &[6; 32], &nonce)
+        ));
     }
 
     #[test]

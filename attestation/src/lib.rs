@@ -42,7 +42,10 @@ pub use appraisal::{
     AcceptedEvidence, Appraisal, AppraisalError, Claims, Endorsements, Verdict, appraise,
 };
 pub use attester::{AttestError, Attester, ConfigfsTsm, SnpAttester, TdxAttester};
-pub use binding::{BindingContext, KEY_BINDING_TAG, check_key_binding, key_binding};
+pub use binding::{
+    BindingContext, KEY_BINDING_TAG, KEY_REQUEST_TAG, check_key_binding, key_binding,
+    key_request_binding,
+};
 pub use envelope::{EnclaveKey, Envelope, EnvelopeError};
 pub use evidence::{Evidence, EvidenceError};
 pub use policy::{MinTcb, Policy, PolicyError, SnpPolicy, TdxPolicy};

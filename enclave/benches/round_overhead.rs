@@ -119,6 +119,7 @@ fn main() {
         operators: 1,
         quorum_bps: 6000,
         policy: policy.clone(),
+        sealing: None,
     }
     .encode();
     let spec_hash = JobDocument::spec_hash(&document);

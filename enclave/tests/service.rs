@@ -120,6 +120,7 @@ fn document(cfg: &TrainConfig, data_root: Hash32, operators: u32) -> JobDocument
         operators,
         quorum_bps: 6000,
         policy: policy(),
+        sealing: None,
     }
 }
 

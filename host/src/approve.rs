@@ -270,6 +270,7 @@ mod tests {
                 measurements: vec![default_sim_measurement()],
                 ..Policy::default()
             },
+            sealing: None,
         }
         .encode()
     }

@@ -177,6 +177,7 @@ pub fn job_document(
         operators: jobcfg.operators,
         quorum_bps: jobcfg.quorum_bps,
         policy,
+        sealing: None,
     };
     doc.check().context("the job document")?;
     Ok(doc)

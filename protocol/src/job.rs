@@ -90,6 +90,21 @@ pub struct JobDocument {
     pub quorum_bps: u16,
     /// The appraisal policy every enclave's evidence must pass.
     pub policy: Policy,
+    /// A sealed job: its dataset, updates and checkpoints are encrypted under keys derived from
+    /// a job secret that only enclaves passing `policy` get ([`crate::keyrelease`]). Absent
+    /// for an unsealed job (whose data, updates and model the hosts can read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing: Option<Sealing>,
+}
+
+/// How a sealed job is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealing {
+    /// What every key of the job is derived for ([`crate::seal`]): the customer picks it at
+    /// random when sealing the dataset. `data_root` is then the sealed dataset's root
+    /// ([`crate::sealed_data::SealedDataset::root`]).
+    pub sealing_id: Hash32,
 }
 
 /// Why a job document is refused.
@@ -217,6 +232,7 @@ mod tests {
                 allow_sim: true,
                 ..Policy::default()
             },
+            sealing: None,
         }
     }
 

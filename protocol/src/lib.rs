@@ -22,17 +22,19 @@ pub mod dataset;
 pub mod gossip;
 pub mod hash;
 pub mod job;
+pub mod keyrelease;
 pub mod model;
 pub mod pack;
 pub mod receipt;
 pub mod seal;
+pub mod sealed_data;
 pub mod statement;
 pub mod sync;
 pub mod toploc;
 pub mod update;
 
 pub use hash::Hash32;
-pub use job::{JobDocument, JobDocumentError, JobTee};
+pub use job::{JobDocument, JobDocumentError, JobTee, Sealing};
 pub use statement::{
     AnnounceStatement, CheckpointManifest, JobAccepted, Signed, Statement, StatementError,
     StatementKind, UpdatePayload, job_domain,

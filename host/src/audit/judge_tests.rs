@@ -66,6 +66,7 @@ fn document() -> Vec<u8> {
         operators: OPERATORS,
         quorum_bps: 6000,
         policy: policy(),
+        sealing: None,
     }
     .encode()
 }
