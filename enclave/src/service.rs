@@ -23,12 +23,14 @@
 use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use conclave_attestation::eip712::{
     CheckpointStatement, Domain, JobTerms, chain_measurement, job_word, sorted_members,
     update_set_hash,
 };
+use conclave_attestation::key_request_binding;
 use conclave_attestation::{
     AcceptedEvidence, Attester, BindingContext, EnclaveAddress, EnclaveKey, Endorsements, Evidence,
     EvidenceHash, JobId, Nonce, Policy, Tee, UnixTime, appraise,
@@ -37,13 +39,18 @@ use conclave_protocol::channel::{
     Blob, ChannelError, JobSpec, MAX_FRAME, PeerEvidence, Request, Response, read_frame,
     write_frame,
 };
+use conclave_protocol::keyrelease::{
+    KeyRefusal, KeyRequest, NonceBook, appraise_key_request, release,
+};
 use conclave_protocol::receipt::{Probe, RECEIPT_VERSION, RoundReceipt, ToplocParams};
+use conclave_protocol::seal::{JobSecret, Kind, Recipient};
 use conclave_protocol::toploc::Thresholds;
 use conclave_protocol::{
     AnnounceStatement, CheckpointManifest, Hash32, JobAccepted, JobDocument, JobDocumentError,
     JobTee, Signed, Statement, StatementError, UpdatePayload, job_domain,
 };
 
+use crate::train::data::Dataset;
 use crate::train::{Method, TrainConfig, Trainer};
 
 /// Largest request frame the enclave reads (a checkpoint to load, or a round's updates).
@@ -176,6 +183,24 @@ pub enum Refusal {
     /// The attester produced no evidence.
     #[error("{0}")]
     AttestationFailed(String),
+    /// A key release refused (see [`KeyRefusal`] for the named reasons).
+    #[error("{0}")]
+    Key(KeyRefusal),
+    /// A sealed job loaded before this enclave holds its secret.
+    #[error("the job is sealed under {0}: get its secret first (key_request, then key_release)")]
+    NoSecret(Hash32),
+    /// A released secret that is not the job's (a host that made one up).
+    #[error("the released secret does not match the job's key check (not the job's secret)")]
+    WrongSecret,
+    /// `key_release` without a `key_request` before it.
+    #[error("no key request is pending")]
+    NoKeyRequest,
+    /// A wrapped secret that does not open for the pending request.
+    #[error("the wrapped secret does not open for this enclave's request: {0}")]
+    Unwrap(String),
+    /// A key operation for a job that is not sealed.
+    #[error("the loaded job is not sealed")]
+    NotSealed,
     /// Something that should not fail did.
     #[error("{0}")]
     Internal(String),
@@ -218,6 +243,12 @@ impl Refusal {
             Refusal::Data(_) => "data",
             Refusal::Training(_) => "training",
             Refusal::AttestationFailed(_) => "attestation_failed",
+            Refusal::Key(k) => k.code(),
+            Refusal::NoSecret(_) => "no_secret",
+            Refusal::WrongSecret => "wrong_secret",
+            Refusal::NoKeyRequest => "no_key_request",
+            Refusal::Unwrap(_) => "unwrap",
+            Refusal::NotSealed => "not_sealed",
             Refusal::Internal(_) => "internal",
         }
     }
@@ -316,6 +347,27 @@ struct Job {
     last_closed: Option<Closed>,
     /// Chain checkpoint statements signed, by on-chain round.
     committed: BTreeMap<u64, CheckpointStatement>,
+    /// A sealed job's sealing id and secret.
+    sealing: Option<(Hash32, Arc<JobSecret>)>,
+}
+
+impl Job {
+    /// Seals `plain` as the job's `kind` at `index` (a sealed job), or returns it as is.
+    fn seal_out(&self, kind: Kind, index: u64, plain: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+        match &self.sealing {
+            Some((id, secret)) => secret
+                .seal(&id.0, kind, index, &plain)
+                .or_refuse(Refusal::Internal),
+            None => Ok(plain),
+        }
+    }
+}
+
+/// A key request this enclave made and awaits the answer to.
+struct PendingKey {
+    recipient: Recipient,
+    sealing_id: Hash32,
+    evidence_hash: EvidenceHash,
 }
 
 /// Where the corpus and cache live inside the enclave, and where scratch output goes. The job
@@ -335,6 +387,12 @@ pub struct Enclave {
     /// Evidence binding the key to (job, nonce), from the last `Hello`.
     evidence: Option<(Evidence, BindingContext)>,
     job: Option<Job>,
+    /// The last key request, until its answer.
+    key_request: Option<PendingKey>,
+    /// A released job secret not yet used by a loaded job: (sealing id, secret).
+    secret: Option<(Hash32, Arc<JobSecret>)>,
+    /// Challenges issued to peers' key requests.
+    nonces: NonceBook,
     /// A clock for appraising peers' evidence (the enclave's own; a test can pin it).
     clock: Box<dyn Fn() -> UnixTime + Send>,
 }
@@ -356,6 +414,9 @@ impl Enclave {
             data,
             evidence: None,
             job: None,
+            key_request: None,
+            secret: None,
+            nonces: NonceBook::default(),
             clock: Box::new(system_now),
         }
     }
@@ -401,6 +462,10 @@ impl Enclave {
                 round,
             } => self.chain_checkpoint(chain_id, &contract, job, round),
             Request::SignAnnounce { peer_id, account } => self.sign_announce(peer_id, account),
+            Request::KeyRequest { sealing_id, nonce } => self.key_request(sealing_id, nonce),
+            Request::KeyRelease { wrapped } => self.key_release(wrapped),
+            Request::KeyChallenge => self.key_challenge(),
+            Request::ReleaseKey { request } => self.release_key(request),
             Request::Shutdown => Ok(Response::Bye),
         }
     }
@@ -504,7 +569,36 @@ impl Enclave {
             ));
         }
         let policy = doc.policy.clone();
-        let trainer = Trainer::new(cfg).map_err(|e| bad_spec("config", e))?;
+        let sealing = match &doc.sealing {
+            None => None,
+            Some(s) => {
+                let (id, secret) = self
+                    .secret
+                    .as_ref()
+                    .filter(|(id, _)| *id == s.sealing_id)
+                    .ok_or(Refusal::NoSecret(s.sealing_id))?;
+                let check = secret.key_check(&id.0).or_refuse(Refusal::Internal)?;
+                if check != s.key_check.0 {
+                    return Err(Refusal::WrongSecret);
+                }
+                Some((*id, secret.clone()))
+            }
+        };
+        let trainer = match &sealing {
+            None => Trainer::new(cfg).map_err(|e| bad_spec("config", e))?,
+            Some((id, secret)) => {
+                let dataset = Dataset::open_sealed(
+                    &self.data.corpus,
+                    secret.clone(),
+                    *id,
+                    doc.data_root,
+                    &cfg.data,
+                    cfg.model.context,
+                )
+                .or_refuse(Refusal::Data)?;
+                Trainer::with_dataset(cfg, dataset).map_err(|e| bad_spec("config", e))?
+            }
+        };
         let local = trainer.dataset.root();
         if local != doc.data_root {
             return Err(Refusal::DataRoot {
@@ -535,7 +629,9 @@ impl Enclave {
             pending: None,
             last_closed: None,
             committed: BTreeMap::new(),
+            sealing,
         });
+        self.secret = None;
         Ok(Response::Signed {
             envelope: Blob(signed.bytes),
         })
@@ -566,7 +662,8 @@ impl Enclave {
     ) -> Result<Response, Refusal> {
         let now = (self.clock)();
         let job = self.job_mut()?;
-        let hash = Hash32::sha256(&weights.0);
+        let mut weights = weights;
+        let mut hash = Hash32::sha256(&weights.0);
         let step = match (manifest, signer) {
             (Some(m), Some(peer)) => {
                 let (acc, ctx) = Self::appraise_peer(&job.policy, &job.id, &peer, now)?;
@@ -578,6 +675,32 @@ impl Enclave {
                         e => Refusal::BadSignature(statement_why(&e)),
                     })?
                     .statement;
+                match (&job.sealing, m.sealed_hash) {
+                    (Some((id, secret)), Some(sealed)) => {
+                        if sealed != hash {
+                            return Err(Refusal::HashMismatch {
+                                weights: hash,
+                                manifest: sealed,
+                            });
+                        }
+                        let plain = secret
+                            .open(&id.0, Kind::Checkpoint, m.step, &weights.0)
+                            .or_refuse(Refusal::BadWeights)?;
+                        weights = Blob(plain);
+                        hash = Hash32::sha256(&weights.0);
+                    }
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        return Err(Refusal::BadManifest(
+                            "a sealed job's checkpoint must be sealed".into(),
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        return Err(Refusal::BadManifest(
+                            "a sealed checkpoint for a job that is not sealed".into(),
+                        ));
+                    }
+                }
                 if m.model_hash != hash {
                     return Err(Refusal::HashMismatch {
                         weights: hash,
@@ -646,10 +769,13 @@ impl Enclave {
             proofs_before,
             loss: local.loss,
         });
+        // A sealed job's update leaves the enclave encrypted; the signature covers the
+        // ciphertext, so peers and relays check it without the key.
+        let body = job.seal_out(Kind::Update, round, local.bytes)?;
         let update = UpdatePayload {
             round,
             base_model: hash_before,
-            body: local.bytes,
+            body,
         };
         let domain = job.domain.clone();
         let signed = self.seal(&domain, update)?;
@@ -732,7 +858,20 @@ impl Enclave {
             return Err(Refusal::OwnUpdateMissing);
         }
         let members = sorted_members(chosen.keys().copied());
-        let (ordered, digests): (Vec<Vec<u8>>, Vec<Hash32>) = chosen.into_values().unzip();
+        let (mut ordered, digests): (Vec<Vec<u8>>, Vec<Hash32>) = chosen.into_values().unzip();
+        if let Some((id, secret)) = &job.sealing {
+            // Every sealed update is opened before any is applied: one that the AEAD refuses
+            // (a flipped byte) fails the round, and nothing is aggregated from it.
+            ordered = ordered
+                .iter()
+                .zip(members.iter())
+                .map(|(body, signer)| {
+                    secret
+                        .open(&id.0, Kind::Update, round, body)
+                        .map_err(|e| Refusal::BadUpdate(format!("the update of 0x{signer}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
         let t = &mut job.trainer;
         let outer = t.apply_updates(ordered).or_refuse(Refusal::BadUpdate)?;
         let pending = job.pending.take().ok_or(Refusal::NoRound)?;
@@ -898,12 +1037,110 @@ impl Enclave {
         })
     }
 
+    fn key_request(&mut self, sealing_id: Hash32, nonce: Nonce) -> Result<Response, Refusal> {
+        if let Some(job) = &self.job
+            && job.doc.sealing.map(|s| s.sealing_id) != Some(sealing_id)
+        {
+            return Err(Refusal::BadRequest(format!(
+                "the loaded job is not sealed under {sealing_id}"
+            )));
+        }
+        let recipient = Recipient::generate().or_refuse(Refusal::Internal)?;
+        let public = recipient.public_key();
+        let rd = key_request_binding(&public, &sealing_id.0, &nonce);
+        let evidence = self
+            .attester
+            .evidence(&rd)
+            .or_refuse(Refusal::AttestationFailed)?;
+        let req = KeyRequest {
+            sealing_id,
+            nonce,
+            public_key: Hash32(public),
+            evidence: Blob(evidence.encode()),
+        };
+        self.key_request = Some(PendingKey {
+            recipient,
+            sealing_id,
+            evidence_hash: evidence.hash(),
+        });
+        Ok(Response::KeyRequest {
+            request: Blob(req.encode()),
+        })
+    }
+
+    /// Takes the answer to the pending key request (which it spends, whatever the outcome:
+    /// its private key is single-use).
+    fn key_release(&mut self, wrapped: Blob) -> Result<Response, Refusal> {
+        let p = self.key_request.take().ok_or(Refusal::NoKeyRequest)?;
+        let ctx = KeyRequest::wrap_context(&p.sealing_id, &p.evidence_hash.0);
+        let secret = p
+            .recipient
+            .unwrap(&wrapped.0, &ctx)
+            .or_refuse(Refusal::Unwrap)?;
+        if let Some(job) = &self.job {
+            // A running job already holds its secret; only a matching one is acknowledged.
+            match (&job.doc.sealing, &job.sealing) {
+                (Some(s), Some(_))
+                    if secret.key_check(&s.sealing_id.0).ok() == Some(s.key_check.0) => {}
+                (Some(_), _) => return Err(Refusal::WrongSecret),
+                (None, _) => return Err(Refusal::NotSealed),
+            }
+            return Ok(Response::KeyHeld {
+                sealing_id: p.sealing_id,
+            });
+        }
+        self.secret = Some((p.sealing_id, Arc::new(secret)));
+        Ok(Response::KeyHeld {
+            sealing_id: p.sealing_id,
+        })
+    }
+
+    /// A challenge for a peer enclave's key request.
+    fn key_challenge(&mut self) -> Result<Response, Refusal> {
+        let now = (self.clock)();
+        let job = self.job.as_ref().ok_or(Refusal::NoJob)?;
+        let (id, _) = job.sealing.as_ref().ok_or(Refusal::NotSealed)?;
+        let mut nonce = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| Refusal::Internal("the system random generator failed".into()))?;
+        let nonce = self.nonces.issue(nonce, now);
+        Ok(Response::Challenge {
+            sealing_id: *id,
+            nonce,
+        })
+    }
+
+    /// Enclave-to-enclave release: the job secret, wrapped to a peer enclave whose key request
+    /// passes the job's policy, binds its key and spends one of this enclave's challenges.
+    fn release_key(&mut self, request: Blob) -> Result<Response, Refusal> {
+        let now = (self.clock)();
+        let job = self.job.as_ref().ok_or(Refusal::NoJob)?;
+        let (id, secret) = job.sealing.as_ref().ok_or(Refusal::NotSealed)?;
+        let req = KeyRequest::parse(&request.0).map_err(Refusal::Key)?;
+        if req.sealing_id != *id {
+            return Err(Refusal::Key(KeyRefusal::UnknownJob(req.sealing_id)));
+        }
+        self.nonces.spend(&req.nonce, now).map_err(Refusal::Key)?;
+        let acc = appraise_key_request(&req, id, &job.policy, &Endorsements::default(), now)
+            .map_err(Refusal::Key)?;
+        let resp = release(secret, &req, &acc).map_err(Refusal::Key)?;
+        Ok(Response::Wrapped {
+            wrapped: resp.wrapped,
+        })
+    }
+
     fn checkpoint(&mut self) -> Result<Response, Refusal> {
         let job = self.job_mut()?;
-        let weights = job.trainer.weights().or_refuse(Refusal::Internal)?;
+        let plain = job.trainer.weights().or_refuse(Refusal::Internal)?;
         let mut m = job.trainer.manifest(None);
-        m.model_hash = Hash32::sha256(&weights);
+        m.model_hash = Hash32::sha256(&plain);
         m.weights = format!("step-{:06}.safetensors", m.step);
+        let sealed = job.sealing.is_some();
+        let weights = job.seal_out(Kind::Checkpoint, m.step, plain)?;
+        if sealed {
+            m.sealed_hash = Some(Hash32::sha256(&weights));
+            m.weights.push_str(".sealed");
+        }
         let domain = job.domain.clone();
         let signed = self.seal(&domain, m)?;
         Ok(Response::Checkpoint {

@@ -40,6 +40,7 @@ pub mod demo;
 pub mod enclave;
 pub mod image_boot;
 pub mod image_build;
+pub mod keys;
 pub mod net;
 pub mod node;
 pub mod operator;

@@ -154,6 +154,21 @@ pub enum Request {
         #[serde(default)]
         account: Option<String>,
     },
+    /// A sealed job's key request: the enclave makes a single-use X25519 key pair and evidence
+    /// binding its public key, `sealing_id` and the key holder's `nonce`. Answered by
+    /// [`Response::KeyRequest`] (a [`crate::keyrelease::KeyRequest`] to relay to the holder).
+    KeyRequest { sealing_id: Hash32, nonce: Nonce },
+    /// The holder's answer to the last key request: the job secret wrapped to its key. The
+    /// enclave takes it only if it matches the job document's key check. Answered by
+    /// [`Response::KeyHeld`].
+    KeyRelease { wrapped: Blob },
+    /// A challenge for a peer enclave's key request (this enclave holds the loaded sealed job's
+    /// secret). Answered by [`Response::Challenge`].
+    KeyChallenge,
+    /// A peer enclave's key request (a [`crate::keyrelease::KeyRequest`]): released to it only
+    /// if its evidence passes the job policy and binds its key and this enclave's challenge.
+    /// Answered by [`Response::Wrapped`].
+    ReleaseKey { request: Blob },
     /// Stop serving.
     Shutdown,
 }
@@ -198,6 +213,25 @@ pub enum Response {
         receipt_hash: Hash32,
         members: Vec<EnclaveAddress>,
         signature: String,
+    },
+    /// A key request to relay to the key holder (the JSON of a
+    /// [`crate::keyrelease::KeyRequest`]).
+    KeyRequest {
+        request: Blob,
+    },
+    /// The enclave holds the secret of the sealed job with this sealing id.
+    KeyHeld {
+        sealing_id: Hash32,
+    },
+    /// A challenge for a key request to this enclave.
+    Challenge {
+        sealing_id: Hash32,
+        nonce: Nonce,
+    },
+    /// The job secret wrapped to a peer enclave's key (a [`crate::keyrelease::KeyResponse`]'s
+    /// `wrapped`).
+    Wrapped {
+        wrapped: Blob,
     },
     Bye,
     /// The request was refused; the enclave keeps serving.

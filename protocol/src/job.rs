@@ -105,6 +105,9 @@ pub struct Sealing {
     /// random when sealing the dataset. `data_root` is then the sealed dataset's root
     /// ([`crate::sealed_data::SealedDataset::root`]).
     pub sealing_id: Hash32,
+    /// The job secret's public commitment ([`crate::seal::JobSecret::key_check`]): an enclave
+    /// takes a released secret only when it matches.
+    pub key_check: Hash32,
 }
 
 /// Why a job document is refused.

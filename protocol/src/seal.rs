@@ -147,6 +147,23 @@ impl JobSecret {
         &self.0
     }
 
+    /// A public commitment to the secret for job `job`: `HKDF-SHA256(salt = "conclave/v1/seal",
+    /// ikm = secret, info = "conclave/v1/key-check/<job>")`. The job document names it, so an
+    /// enclave refuses a secret its host made up (under which the host could read what the
+    /// enclave seals); it reveals nothing of the secret.
+    pub fn key_check(&self, job: &[u8; 32]) -> Result<[u8; 32], SealError> {
+        let info = format!("conclave/v1/key-check/{}", hex::encode(job));
+        let prk = Salt::new(HKDF_SHA256, SALT).extract(&self.0);
+        let info = [info.as_bytes()];
+        let okm = prk
+            .expand(&info, AeadKeyLen)
+            .map_err(|_| SealError::Crypto("HKDF expansion failed"))?;
+        let mut out = [0u8; 32];
+        okm.fill(&mut out)
+            .map_err(|_| SealError::Crypto("HKDF expansion failed"))?;
+        Ok(out)
+    }
+
     /// The AEAD key for `kind` at `index` of job `job`.
     fn key(&self, job: &[u8; 32], kind: Kind, index: u64) -> Result<LessSafeKey, SealError> {
         let info = format!("conclave/v1/{}/{}/{index}", kind.label(), hex::encode(job));
@@ -412,6 +429,19 @@ mod tests {
     use super::*;
 
     const JOB: [u8; 32] = [7; 32];
+
+    #[test]
+    fn the_key_check_names_one_secret_and_one_job() {
+        let s = JobSecret::generate().unwrap();
+        let t = JobSecret::generate().unwrap();
+        let c = s.key_check(&JOB).unwrap();
+        assert_eq!(
+            c,
+            JobSecret::from_bytes(*s.expose()).key_check(&JOB).unwrap()
+        );
+        assert_ne!(c, t.key_check(&JOB).unwrap());
+        assert_ne!(c, s.key_check(&[8; 32]).unwrap());
+    }
 
     #[test]
     fn an_envelope_opens_only_in_its_place() {

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Hash32;
 use crate::dataset::merkle_root;
+use crate::seal::{JobSecret, Kind};
 
 /// The index format this code reads and writes.
 pub const SEALED_DATASET_VERSION: u32 = 1;
@@ -55,6 +56,9 @@ pub struct SealedDataset {
     pub version: u32,
     /// What every key of the job is derived for (the job document names it).
     pub sealing_id: Hash32,
+    /// The job secret's public commitment ([`JobSecret::key_check`]; the job document names
+    /// it too).
+    pub key_check: Hash32,
     /// The files, in sealing order (file `i` is envelope index `i`).
     pub files: Vec<SealedFile>,
 }
@@ -175,6 +179,56 @@ impl SealedDataset {
     }
 }
 
+/// The files of a prepared dataset with `shards` training shards, in sealing order: its
+/// manifest, its tokenizer, the validation split, then the shards.
+pub fn dataset_file_names(shards: usize) -> Vec<String> {
+    let mut names = vec![
+        "manifest.json".to_string(),
+        "tokenizer.json".to_string(),
+        "validation.bin".to_string(),
+    ];
+    names.extend((0..shards).map(|i| format!("shard-{i:04}.bin")));
+    names
+}
+
+/// Seals `files` (name, plaintext) in order under `secret` for `sealing_id`: the index and each
+/// file's sealed bytes (to be written as [`SealedDataset::sealed_name`]). Pure: the caller
+/// reads and writes the files.
+pub fn seal_files(
+    secret: &JobSecret,
+    sealing_id: Hash32,
+    files: &[(String, Vec<u8>)],
+) -> Result<(SealedDataset, Vec<Vec<u8>>), SealedDataError> {
+    let mut index = SealedDataset {
+        version: SEALED_DATASET_VERSION,
+        sealing_id,
+        key_check: Hash32(
+            secret
+                .key_check(&sealing_id.0)
+                .map_err(|e| SealedDataError::Malformed(e.to_string()))?,
+        ),
+        files: Vec::with_capacity(files.len()),
+    };
+    let mut sealed = Vec::with_capacity(files.len());
+    for (i, (name, plain)) in files.iter().enumerate() {
+        let ct = secret
+            .seal(&sealing_id.0, Kind::Shard, i as u64, plain)
+            .map_err(|e| SealedDataError::File {
+                index: i,
+                why: e.to_string(),
+            })?;
+        index.files.push(SealedFile {
+            name: name.clone(),
+            plaintext_sha256: Hash32::sha256(plain),
+            ciphertext_sha256: Hash32::sha256(&ct),
+            size: plain.len() as u64,
+        });
+        sealed.push(ct);
+    }
+    index.check()?;
+    Ok((index, sealed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +237,7 @@ mod tests {
         SealedDataset {
             version: SEALED_DATASET_VERSION,
             sealing_id: Hash32([1; 32]),
+            key_check: Hash32([9; 32]),
             files: vec![
                 SealedFile {
                     name: "manifest.json".into(),
@@ -222,6 +277,29 @@ mod tests {
         }
         assert_eq!(s.file("shard-0000.bin").unwrap().0, 1);
         assert!(matches!(s.file("x"), Err(SealedDataError::Missing(_))));
+    }
+
+    #[test]
+    fn sealed_files_open_in_place_and_match_the_index() {
+        let secret = JobSecret::generate().unwrap();
+        let id = Hash32([3; 32]);
+        let files = vec![
+            ("manifest.json".to_string(), b"{}".to_vec()),
+            ("shard-0000.bin".to_string(), vec![7; 100]),
+        ];
+        let (idx, sealed) = seal_files(&secret, id, &files).unwrap();
+        assert_eq!(idx.key_check.0, secret.key_check(&id.0).unwrap());
+        for (i, ct) in sealed.iter().enumerate() {
+            assert_eq!(Hash32::sha256(ct), idx.files[i].ciphertext_sha256);
+            let plain = secret.open(&id.0, Kind::Shard, i as u64, ct).unwrap();
+            assert_eq!(plain, files[i].1);
+            assert!(
+                !ct.windows(8).any(|w| w == [7; 8]),
+                "no plaintext run in the ciphertext"
+            );
+        }
+        // A file opened as another file's index fails.
+        assert!(secret.open(&id.0, Kind::Shard, 0, &sealed[1]).is_err());
     }
 
     #[test]

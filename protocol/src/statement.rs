@@ -397,6 +397,18 @@ pub struct CheckpointManifest {
     /// The architecture the weights belong to.
     pub model: ModelConfig,
     pub vocab: u32,
+    /// A sealed job's checkpoint: SHA-256 of the sealed weights file (the envelope the hosts
+    /// store and move); `model_hash` then names the plaintext inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_hash: Option<Hash32>,
+}
+
+impl CheckpointManifest {
+    /// SHA-256 of the weights file as stored: the sealed envelope for a sealed job, the
+    /// safetensors otherwise.
+    pub fn file_hash(&self) -> Hash32 {
+        self.sealed_hash.unwrap_or(self.model_hash)
+    }
 }
 
 impl Statement for CheckpointManifest {

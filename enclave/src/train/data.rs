@@ -17,10 +17,13 @@
 //! padded to `context + 1` tokens with the loss mask on the answer.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use conclave_protocol::Hash32;
 use conclave_protocol::dataset::{DatasetManifest, ShardInfo, SplitMix64, merkle_root, shard_hash};
+use conclave_protocol::seal::{self, JobSecret};
+use conclave_protocol::sealed_data::{self, SealedDataset};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
@@ -211,6 +214,51 @@ pub fn parse_shard(bytes: &[u8], what: &str) -> Result<(Vec<u16>, Vec<u8>)> {
     Ok((tokens, bytes[16 + 2 * n..].to_vec()))
 }
 
+/// A sealed dataset's index and the job secret that opens its files.
+pub struct SealedSource {
+    pub index: SealedDataset,
+    pub secret: Arc<JobSecret>,
+}
+
+impl SealedSource {
+    /// Reads sealed file `name` from `dir`, checks its ciphertext hash, opens it and checks
+    /// the plaintext's hash and size: a host that swaps, changes or truncates a file is named.
+    pub fn open_file(&self, dir: &Path, name: &str) -> Result<Vec<u8>> {
+        let (i, f) = self.index.file(name)?;
+        let path = dir.join(SealedDataset::sealed_name(name));
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("reading the sealed {name} at {}", path.display()))?;
+        let max = f
+            .size
+            .saturating_add((seal::HEADER_LEN + seal::TAG_LEN) as u64);
+        if meta.len() != max {
+            bail!(
+                "the sealed {name} at {} is {} bytes, the index says {max}",
+                path.display(),
+                meta.len()
+            );
+        }
+        let sealed = std::fs::read(&path)
+            .with_context(|| format!("reading the sealed {name} at {}", path.display()))?;
+        let got = Hash32::sha256(&sealed);
+        if got != f.ciphertext_sha256 {
+            bail!(
+                "the sealed {name} hashes to {got}, the index says {} (changed by the host?)",
+                f.ciphertext_sha256
+            );
+        }
+        let plain = self
+            .secret
+            .open(&self.index.sealing_id.0, seal::Kind::Shard, i, &sealed)
+            .with_context(|| format!("opening the sealed {name}"))?;
+        let got = Hash32::sha256(&plain);
+        if got != f.plaintext_sha256 || plain.len() as u64 != f.size {
+            bail!("the sealed {name} opens to bytes that are not the ones the index names");
+        }
+        Ok(plain)
+    }
+}
+
 /// A prepared dataset: its manifest and where its shards are.
 pub struct Dataset {
     pub manifest: DatasetManifest,
@@ -222,6 +270,8 @@ pub struct Dataset {
     pub tokenizer: Tokenizer,
     /// Tokens per example for SFT (`context + 1`); `None` for running text.
     pub example_len: Option<usize>,
+    /// A sealed dataset: `dir` holds its sealed files, opened with the job secret.
+    pub sealed: Option<SealedSource>,
 }
 
 /// One shard's content, checked against the manifest.
@@ -324,6 +374,80 @@ impl Dataset {
             dir,
             tokenizer,
             example_len,
+            sealed: None,
+        })
+    }
+
+    /// Opens a sealed dataset in `dir` (`sealed.json` and its `.sealed` files) with the job
+    /// secret: the index must name `sealing_id` and hash to `expected_root` (the job's data
+    /// root); the manifest and tokenizer are decrypted into memory, the shards when read.
+    /// Nothing decrypted is written to disk.
+    pub fn open_sealed(
+        dir: &Path,
+        secret: Arc<JobSecret>,
+        sealing_id: Hash32,
+        expected_root: Hash32,
+        cfg: &DataConfig,
+        context: usize,
+    ) -> Result<Self> {
+        let index_path = dir.join(sealed_data::INDEX_FILE);
+        let len = std::fs::metadata(&index_path)
+            .with_context(|| format!("the sealed dataset index {}", index_path.display()))?
+            .len();
+        if len > sealed_data::MAX_INDEX as u64 {
+            bail!("{} is {len} bytes, over the limit", index_path.display());
+        }
+        let index = SealedDataset::parse(&std::fs::read(&index_path)?)
+            .with_context(|| format!("reading {}", index_path.display()))?;
+        if index.sealing_id != sealing_id {
+            bail!(
+                "the sealed dataset is sealed for {}, the job for {sealing_id}",
+                index.sealing_id
+            );
+        }
+        let root = index.root();
+        if root != expected_root {
+            bail!("the sealed dataset's root is {root}, the job names {expected_root}");
+        }
+        let source = SealedSource { index, secret };
+        let manifest: DatasetManifest =
+            serde_json::from_slice(&source.open_file(dir, "manifest.json")?)
+                .context("the sealed dataset's manifest")?;
+        manifest.check_root()?;
+        let tk_json = source.open_file(dir, "tokenizer.json")?;
+        let tk_sha = hex_sha256(&tk_json);
+        if manifest.tokenizer_sha256 != tk_sha {
+            bail!("the sealed tokenizer is not the one the dataset's manifest names");
+        }
+        let tokenizer = std::str::from_utf8(&tk_json)
+            .context("the sealed tokenizer is not UTF-8")?
+            .parse::<Tokenizer>()
+            .map_err(|e| anyhow::anyhow!("the sealed tokenizer: {e}"))?;
+        let example_len = match cfg.kind {
+            DataKind::Pretrain => None,
+            DataKind::Sft => Some(context + 1),
+        };
+        let want_kind = if example_len.is_some() {
+            "sft"
+        } else {
+            "pretrain"
+        };
+        if manifest.kind != want_kind || manifest.shards.len() != cfg.shards as usize {
+            bail!(
+                "the sealed dataset is {} with {} shards, the config asks for {want_kind} with {}",
+                manifest.kind,
+                manifest.shards.len(),
+                cfg.shards
+            );
+        }
+        Ok(Dataset {
+            manifest,
+            root,
+            tokenizer_sha256: Hash32::sha256(&tk_json),
+            dir: dir.to_path_buf(),
+            tokenizer,
+            example_len,
+            sealed: Some(source),
         })
     }
 
@@ -357,8 +481,17 @@ impl Dataset {
     pub fn shard(&self, index: u32) -> Result<Shard> {
         let path = shard_path(&self.dir, index);
         let what = format!("shard {}", display_index(index));
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("reading {what} at {}", path.display()))?;
+        let bytes = match &self.sealed {
+            Some(src) => {
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("a shard file name")?;
+                src.open_file(&self.dir, name)?
+            }
+            None => std::fs::read(&path)
+                .with_context(|| format!("reading {what} at {}", path.display()))?,
+        };
         let (tokens, mask) = parse_shard(&bytes, &what)?;
         self.manifest
             .check_shard(index, &tokens, &mask)

@@ -150,11 +150,18 @@ impl Trainer {
     /// Prepares the data, builds (or loads) the model and the method's state.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
+        let dataset = Dataset::prepare(&cfg.data, cfg.model.context, cfg.data_root.as_deref())?;
+        Self::with_dataset(cfg, dataset)
+    }
+
+    /// Builds (or loads) the model and the method's state over a dataset already opened (a
+    /// sealed one, for example).
+    pub fn with_dataset(cfg: TrainConfig, dataset: Dataset) -> Result<Self> {
+        cfg.validate()?;
         if cfg.threads > 0 {
             tch::set_num_threads(cfg.threads as i32);
         }
         let device = device_for(&cfg)?;
-        let dataset = Dataset::prepare(&cfg.data, cfg.model.context, cfg.data_root.as_deref())?;
         let vocab = dataset.vocab();
         let vs = nn::VarStore::new(device);
         let model = Gpt::new(&vs.root(), &cfg.model, vocab);
@@ -583,6 +590,7 @@ impl Trainer {
             weights: String::new(),
             model: self.cfg.model.clone(),
             vocab: self.dataset.vocab() as u32,
+            sealed_hash: None,
         }
     }
 

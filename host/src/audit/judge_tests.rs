@@ -127,6 +127,7 @@ fn manifest(round: u64) -> CheckpointManifest {
         weights: format!("step-{:06}.safetensors", 10 * round),
         model: ModelConfig::default(),
         vocab: 256,
+        sealed_hash: None,
     }
 }
 
