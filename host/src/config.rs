@@ -172,6 +172,21 @@ pub struct JobSection {
     /// Seconds an enclave may take for one request before the run fails.
     #[serde(default = "default_timeout")]
     pub request_timeout_s: u64,
+    /// The customer's published facts of the job (the JSON `conclave-enclave spec` prints:
+    /// config hash, dataset root, initial model). Default: run `spec` here, on the corpus (which
+    /// a sealed job's operators do not have).
+    #[serde(default)]
+    pub published: Option<PathBuf>,
+    /// A sealed job: the sealed dataset folder (`conclave data seal --out`). The enclaves
+    /// read it, and the job document names its sealing id, key check and root.
+    #[serde(default)]
+    pub sealed_data: Option<PathBuf>,
+    /// A sealed job: the customer's key broker (`https://host:port`, `conclave keys serve`).
+    #[serde(default)]
+    pub key_broker: Option<String>,
+    /// The key broker's TLS certificate (PEM) that the connection must present.
+    #[serde(default)]
+    pub key_broker_cert: Option<PathBuf>,
 }
 
 fn default_operators() -> u32 {
@@ -205,6 +220,10 @@ impl JobSection {
             tee: default_tee(),
             quorum_bps: default_quorum_bps(),
             request_timeout_s: default_timeout(),
+            published: None,
+            sealed_data: None,
+            key_broker: None,
+            key_broker_cert: None,
         }
     }
 
@@ -314,11 +333,24 @@ fn load_file<T: DeserializeOwned>(
         .with_context(|| format!("in {} (with CONCLAVE_* overrides)", path.display()))
 }
 
-/// A relative job config path is relative to the file that names it.
+/// A relative job config path (and the published facts, the sealed dataset and the broker's
+/// certificate) is relative to the file that names it.
 fn resolve_job_config(job: &mut JobSection, file: &Path) {
     let base = file.parent().unwrap_or(Path::new("."));
     if job.config.is_relative() {
         job.config = base.join(&job.config);
+    }
+    for p in [
+        &mut job.published,
+        &mut job.sealed_data,
+        &mut job.key_broker_cert,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
     }
 }
 

@@ -90,6 +90,7 @@ impl Channel {
             Ok(r) => r,
             Err(e) => return Err(self.broken(anyhow::Error::new(e).context("reading the enclave"))),
         };
+        capture_frames(req, &resp);
         if let Response::Error { code, message } = resp {
             return Err(Refused { code, message }.into());
         }
@@ -101,6 +102,37 @@ impl Channel {
         match self.call(req)? {
             Response::Signed { envelope } => Ok(envelope.0),
             other => bail!("expected a signed envelope, got {other:?}"),
+        }
+    }
+}
+
+/// Test hook: with `CONCLAVE_CAPTURE_CHANNEL=<file>`, every request and answer that crosses
+/// a channel is appended to the file as one JSON line (what the host sees; a snooping test
+/// searches it for plaintext). Off unless set.
+pub const CAPTURE_CHANNEL_ENV: &str = "CONCLAVE_CAPTURE_CHANNEL";
+
+fn capture_frames(req: &Request, resp: &Response) {
+    use std::io::Write as _;
+    static SINK: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let sink = SINK.get_or_init(|| {
+        let path = std::env::var_os(CAPTURE_CHANNEL_ENV)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(std::sync::Mutex::new)
+    });
+    if let Some(f) = sink
+        && let Ok(mut f) = f.lock()
+    {
+        for line in [serde_json::to_vec(req), serde_json::to_vec(resp)]
+            .into_iter()
+            .flatten()
+        {
+            let _ = f.write_all(&line);
+            let _ = f.write_all(b"\n");
         }
     }
 }

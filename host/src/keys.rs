@@ -189,7 +189,7 @@ pub fn read_sealed_index(dir: &Path) -> Result<SealedDataset> {
     let p = dir.join(INDEX_FILE);
     let bytes = crate::store::read_bounded(&p, conclave_protocol::sealed_data::MAX_INDEX as u64)
         .with_context(|| format!("reading the sealed dataset index {}", p.display()))?;
-    Ok(SealedDataset::parse(&bytes).with_context(|| p.display().to_string())?)
+    SealedDataset::parse(&bytes).with_context(|| p.display().to_string())
 }
 
 /// One release the broker made or refused.
@@ -372,7 +372,11 @@ impl TlsIdentity {
             "127.0.0.1".to_string(),
             "::1".to_string(),
         ];
-        names.extend(extra.iter().cloned());
+        for n in extra {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
         let ck = rcgen::generate_simple_self_signed(names)
             .context("making the broker's TLS certificate")?;
         Ok(TlsIdentity {

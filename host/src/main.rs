@@ -7,6 +7,7 @@ mod approve_cmd;
 mod chain_cmd;
 mod image;
 mod input;
+mod sealed_cmd;
 mod verify;
 
 use std::process::ExitCode;
@@ -106,6 +107,21 @@ enum Command {
     /// sign the EIP-712 approval the contract needs to register the key. Exit 0 approved,
     /// 1 refused (the reason is printed), 2 unusable input.
     Approve(approve_cmd::ApproveArgs),
+    /// Datasets for sealed jobs.
+    Data {
+        #[command(subcommand)]
+        command: sealed_cmd::DataCommand,
+    },
+    /// The customer's key broker of sealed jobs.
+    Keys {
+        #[command(subcommand)]
+        command: sealed_cmd::KeysCommand,
+    },
+    /// Checkpoints: open a sealed one with the customer's key.
+    Checkpoint {
+        #[command(subcommand)]
+        command: sealed_cmd::CheckpointCommand,
+    },
     /// The chain: a local dev node with the ConclaveTraining contract deployed.
     Chain {
         #[command(subcommand)]
@@ -369,6 +385,9 @@ fn main() -> ExitCode {
         Command::Demo(a) => run_demo(a),
         Command::Audit(a) => run_audit(a),
         Command::Approve(a) => approve_cmd::run(a),
+        Command::Data { command } => sealed_cmd::data(command),
+        Command::Keys { command } => sealed_cmd::keys(command),
+        Command::Checkpoint { command } => sealed_cmd::checkpoint(command),
     };
     match result {
         Ok(code) => code,

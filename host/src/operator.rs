@@ -15,7 +15,7 @@ use conclave_attestation::{
 use conclave_protocol::channel::Blob;
 use conclave_protocol::channel::{JobSpec, PeerEvidence, Request, Response};
 use conclave_protocol::job::JOB_DOCUMENT_VERSION;
-use conclave_protocol::{Hash32, JobAccepted, JobDocument, Signed, Statement, job_domain};
+use conclave_protocol::{Hash32, JobAccepted, JobDocument, Sealing, Signed, Statement, job_domain};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -120,6 +120,10 @@ pub struct PreparedJob {
     pub operators: u32,
     /// Seconds an enclave may take for one request.
     pub request_timeout: Duration,
+    /// A sealed job: the sealed dataset folder the enclaves read.
+    pub sealed_data: Option<PathBuf>,
+    /// A sealed job: where the customer's key broker is.
+    pub key_broker: Option<crate::keys::BrokerTarget>,
 }
 
 impl PreparedJob {
@@ -149,6 +153,7 @@ pub fn job_document(
     config_text: &str,
     published: &PublishedSpec,
     image: Option<Measurement>,
+    sealed: Option<(Hash32, Sealing)>,
 ) -> Result<JobDocument> {
     let sim = jobcfg.tee == conclave_protocol::JobTee::Sim;
     let mut policy = Policy {
@@ -172,12 +177,13 @@ pub fn job_document(
         tee: jobcfg.tee,
         config: config_text.to_string(),
         config_hash: published.config_hash,
-        data_root: published.data_root,
+        // A sealed job names the sealed dataset's root (over ciphertexts and plaintexts).
+        data_root: sealed.map(|(root, _)| root).unwrap_or(published.data_root),
         initial_model_hash: published.initial_model_hash,
         operators: jobcfg.operators,
         quorum_bps: jobcfg.quorum_bps,
         policy,
-        sealing: None,
+        sealing: sealed.map(|(_, s)| s),
     };
     doc.check().context("the job document")?;
     Ok(doc)
@@ -191,26 +197,59 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
     let config_text = std::fs::read_to_string(&jobcfg.config)
         .with_context(|| format!("reading the job config {}", jobcfg.config.display()))?;
     let (program, corpus, cache) = enclave.data_inputs();
-    // The customer's published facts of the job.
-    let out = std::process::Command::new(&program)
-        .arg("spec")
-        .arg("--config")
-        .arg(&jobcfg.config)
-        .arg("--corpus")
-        .arg(corpus)
-        .arg("--cache")
-        .arg(cache)
-        .output()
-        .with_context(|| format!("running {} spec", program.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} spec failed: {}",
-            program.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let published: PublishedSpec =
-        serde_json::from_slice(&out.stdout).context("reading the published spec")?;
+    // The customer's published facts of the job: given, or computed here on the corpus.
+    let published: PublishedSpec = match &jobcfg.published {
+        Some(p) => serde_json::from_slice(
+            &crate::store::read_bounded(p, 1 << 20)
+                .with_context(|| format!("job.published {}", p.display()))?,
+        )
+        .with_context(|| {
+            format!(
+                "job.published {}: not the JSON of `conclave-enclave spec`",
+                p.display()
+            )
+        })?,
+        None => {
+            // The customer's published facts of the job.
+            let out = std::process::Command::new(&program)
+                .arg("spec")
+                .arg("--config")
+                .arg(&jobcfg.config)
+                .arg("--corpus")
+                .arg(corpus)
+                .arg("--cache")
+                .arg(cache)
+                .output()
+                .with_context(|| format!("running {} spec", program.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "{} spec failed: {}",
+                    program.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            serde_json::from_slice(&out.stdout).context("reading the published spec")?
+        }
+    };
+    // A sealed job: its enclaves read the sealed dataset, and nothing else of the data.
+    let sealed = match &jobcfg.sealed_data {
+        Some(dir) => {
+            let dir = std::path::absolute(dir)
+                .with_context(|| format!("job.sealed_data {}", dir.display()))?;
+            let index = crate::keys::read_sealed_index(&dir).context("job.sealed_data")?;
+            Some((dir, index))
+        }
+        None => None,
+    };
+    let key_broker = match (&jobcfg.key_broker, &jobcfg.key_broker_cert) {
+        (Some(url), Some(cert)) => Some(crate::keys::BrokerTarget {
+            url: url.clone(),
+            cert_pem: std::fs::read_to_string(cert)
+                .with_context(|| format!("job.key_broker_cert {}", cert.display()))?,
+        }),
+        (None, None) => None,
+        _ => bail!("job.key_broker and job.key_broker_cert go together"),
+    };
     let (launch, vm) = match enclave {
         Launch::Sim {
             corpus,
@@ -220,7 +259,10 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         } => (
             Launch::Sim {
                 program: Some(program.clone()),
-                corpus: corpus.clone(),
+                corpus: sealed
+                    .as_ref()
+                    .map(|(d, _)| d.clone())
+                    .unwrap_or_else(|| corpus.clone()),
                 cache: cache.clone(),
                 threads: *threads,
             },
@@ -230,7 +272,7 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
             let mut v = v.clone();
             v.program = Some(program.clone());
             check_vm_tee(jobcfg.tee, v.tee)?;
-            let vm = prepare_vm(&v, &published)?;
+            let vm = prepare_vm(&v, &published, sealed.as_ref().map(|(d, _)| d.as_path()))?;
             (Launch::Vm(v), Some(vm))
         }
     };
@@ -239,6 +281,15 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         &config_text,
         &published,
         vm.as_ref().and_then(|v| v.measurement),
+        sealed.as_ref().map(|(_, idx)| {
+            (
+                idx.root(),
+                Sealing {
+                    sealing_id: idx.sealing_id,
+                    key_check: idx.key_check,
+                },
+            )
+        }),
     )?;
     let document = doc.encode();
     let spec_hash = JobDocument::spec_hash(&document);
@@ -259,6 +310,8 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         vm,
         operators: jobcfg.operators,
         request_timeout: Duration::from_secs(jobcfg.request_timeout_s),
+        sealed_data: sealed.map(|(d, _)| d),
+        key_broker,
     })
 }
 
@@ -283,7 +336,7 @@ fn check_vm_tee(job: conclave_protocol::JobTee, vm: VmTee) -> Result<()> {
 /// (the corpus and the job's shards, with its verity tree, built in the data cache), the
 /// command line (the image's, with the attester for a VM without a TEE and the dataset's
 /// verity parameters) and, without a TEE, the launch measurement predicted from them.
-pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec) -> Result<VmJob> {
+pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec, sealed: Option<&Path>) -> Result<VmJob> {
     use conclave_images::guest::launch;
     let manifest = crate::image_build::load_image(&v.image).with_context(|| {
         format!(
@@ -295,7 +348,11 @@ pub fn prepare_vm(v: &VmLaunch, published: &PublishedSpec) -> Result<VmJob> {
     let dataset = published.dataset_dir.as_ref().context(
         "`conclave-enclave spec` named no dataset folder (is it older than this conclave?)",
     )?;
-    let disk = job_data_disk(&v.corpus, dataset, &v.cache)?;
+    let disk = match sealed {
+        // A sealed job's disk holds the sealed dataset only.
+        Some(dir) => job_sealed_disk(dir, &v.cache)?,
+        None => job_data_disk(&v.corpus, dataset, &v.cache)?,
+    };
     let cmdline = launch::job_cmdline(&manifest.cmdline, v.tee == VmTee::None, Some(&disk.params));
     let boot = GuestBoot {
         kernel: v.image.join(&manifest.kernel.file),
@@ -421,6 +478,33 @@ pub fn job_data_disk(
     })
 }
 
+/// The dataset disk of a sealed job: the sealed dataset (index and sealed files) as the guest's
+/// `/data/corpus`, the folder its enclave opens with the job's key.
+pub fn job_sealed_disk(sealed: &Path, cache: &Path) -> Result<crate::image_build::DataDisk> {
+    use crate::image_build::{build_data_disk, copy_tree};
+    let disks = cache.join("vm-disks");
+    std::fs::create_dir_all(&disks).with_context(|| format!("creating {}", disks.display()))?;
+    let stage = tempfile::Builder::new()
+        .prefix(".stage-")
+        .tempdir_in(&disks)
+        .with_context(|| format!("making a staging folder in {}", disks.display()))?;
+    let root = stage.path().join("root");
+    copy_tree(sealed, &root.join("corpus"))
+        .with_context(|| format!("the sealed dataset {}", sealed.display()))?;
+    std::fs::create_dir_all(root.join("cache"))?;
+    let built = build_data_disk(&root, &stage.path().join("disk.img"))?;
+    let path = disks.join(format!(
+        "sealed-{}.img",
+        hex::encode(&built.params.root[..8])
+    ));
+    std::fs::rename(&built.path, &path)
+        .with_context(|| format!("moving the dataset disk to {}", path.display()))?;
+    Ok(crate::image_build::DataDisk {
+        path,
+        params: built.params,
+    })
+}
+
 /// One enclave as the host sees it: its channel and its appraised evidence.
 pub struct Operator {
     pub index: u32,
@@ -524,6 +608,103 @@ pub fn start_enclave(
 /// Says Hello to a started enclave with a fresh nonce (waiting for a guest to boot),
 /// appraises its evidence under the job's policy and loads the job.
 pub fn attest_operator(job: &PreparedJob, started: Started) -> Result<Operator> {
+    let mut op = hello_operator(job, started)?;
+    if job.doc.sealing.is_some() {
+        let target = job.key_broker.as_ref().with_context(|| {
+            format!(
+                "operator {}: the job is sealed and no key broker is set ([job] key_broker and \
+                 key_broker_cert), so its enclave cannot get the job's key",
+                op.index
+            )
+        })?;
+        key_from_broker(job, &mut op, target)?;
+    }
+    load_job(job, &mut op)?;
+    Ok(op)
+}
+
+/// The sealed job's sealing id.
+fn sealing_id(job: &PreparedJob) -> Result<Hash32> {
+    Ok(job
+        .doc
+        .sealing
+        .as_ref()
+        .context("the job is not sealed")?
+        .sealing_id)
+}
+
+/// The enclave's key request for `nonce` (its evidence binds a fresh key to the job's sealing id
+/// and the nonce).
+fn key_request(op: &mut Operator, sealing_id: Hash32, nonce: Nonce) -> Result<Vec<u8>> {
+    match op
+        .channel
+        .call(&Request::KeyRequest { sealing_id, nonce })?
+    {
+        Response::KeyRequest { request } => Ok(request.0),
+        other => bail!("operator {}: key_request answered {other:?}", op.index),
+    }
+}
+
+/// Hands a wrapped secret to the enclave that asked for it.
+fn key_release(op: &mut Operator, wrapped: Vec<u8>) -> Result<()> {
+    match op.channel.call(&Request::KeyRelease {
+        wrapped: Blob(wrapped),
+    })? {
+        Response::KeyHeld { .. } => Ok(()),
+        other => bail!("operator {}: key_release answered {other:?}", op.index),
+    }
+}
+
+/// Gets the sealed job's secret for `op`'s enclave from the customer's key broker: the broker's
+/// challenge, the enclave's attested request, the wrapped secret (which only that enclave can
+/// open) relayed back.
+pub fn key_from_broker(
+    job: &PreparedJob,
+    op: &mut Operator,
+    target: &crate::keys::BrokerTarget,
+) -> Result<()> {
+    let id = sealing_id(job)?;
+    let wrapped = crate::keys::fetch_key(target, id, &mut |nonce| key_request(op, id, nonce))
+        .with_context(|| format!("operator {}: the job's key from {}", op.index, target.url))?;
+    key_release(op, wrapped)?;
+    tracing::info!(operator = op.index, broker = %target.url, "the enclave holds the job's key (from the customer's broker)");
+    Ok(())
+}
+
+/// Enclave-to-enclave release: `giver`'s enclave (running the sealed job) challenges, appraises
+/// `taker`'s enclave's request under the job policy and wraps the secret to it; this host only
+/// relays.
+pub fn key_from_peer(job: &PreparedJob, giver: &mut Operator, taker: &mut Operator) -> Result<()> {
+    let id = sealing_id(job)?;
+    let nonce = match giver.channel.call(&Request::KeyChallenge)? {
+        Response::Challenge { nonce, .. } => nonce,
+        other => bail!("operator {}: key_challenge answered {other:?}", giver.index),
+    };
+    let request = key_request(taker, id, nonce)?;
+    let wrapped = match giver.channel.call(&Request::ReleaseKey {
+        request: Blob(request),
+    }) {
+        Ok(Response::Wrapped { wrapped }) => wrapped.0,
+        Ok(other) => bail!("operator {}: release_key answered {other:?}", giver.index),
+        Err(e) => {
+            return Err(e.context(format!(
+                "operator {} refused operator {} the job's key",
+                giver.index, taker.index
+            )));
+        }
+    };
+    key_release(taker, wrapped)?;
+    tracing::info!(
+        operator = taker.index,
+        from = giver.index,
+        "the enclave holds the job's key (released by a peer enclave)"
+    );
+    Ok(())
+}
+
+/// Says Hello to a started enclave with a fresh nonce (waiting for a guest to boot) and
+/// appraises its evidence under the job's policy.
+pub fn hello_operator(job: &PreparedJob, started: Started) -> Result<Operator> {
     let Started {
         index,
         launched,
@@ -553,7 +734,7 @@ pub fn attest_operator(job: &PreparedJob, started: Started) -> Result<Operator> 
     let peer = PeerEvidence { evidence, nonce };
     let (accepted, ctx) = appraise_peer(&peer, job.job, &job.policy, now())
         .with_context(|| format!("operator {index}"))?;
-    let mut op = Operator {
+    let op = Operator {
         index,
         launched: Some(launched),
         channel,
@@ -564,6 +745,13 @@ pub fn attest_operator(job: &PreparedJob, started: Started) -> Result<Operator> 
         tee,
     };
     tracing::info!(operator = index, enclave = %format!("0x{address}"), tee = %op.tee, "enclave attested");
+    Ok(op)
+}
+
+/// Loads the job into an attested enclave (a sealed job's enclave holds its key by now) and
+/// checks what it accepted.
+pub fn load_job(job: &PreparedJob, op: &mut Operator) -> Result<()> {
+    let index = op.index;
     let accepted: Signed<JobAccepted> = op.signed(
         &Request::LoadJob {
             spec: job.spec(index),
@@ -584,5 +772,5 @@ pub fn attest_operator(job: &PreparedJob, started: Started) -> Result<Operator> 
             job.published.initial_model_hash
         );
     }
-    Ok(op)
+    Ok(())
 }

@@ -16,7 +16,10 @@ use serde::Serialize;
 use tracing::{info, info_span};
 
 use crate::config::OperatorConfig;
-use crate::operator::{Operator, attest_operator, prepare_job, start_enclave};
+use crate::operator::{
+    Operator, attest_operator, hello_operator, key_from_broker, key_from_peer, load_job,
+    prepare_job, start_enclave,
+};
 use crate::store::JobStore;
 
 /// The result of a local run.
@@ -95,7 +98,15 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
         let job = &job;
         let handles: Vec<_> = started
             .into_iter()
-            .map(|st| s.spawn(move || attest_operator(job, st)))
+            .map(|st| {
+                s.spawn(move || {
+                    if job.doc.sealing.is_some() {
+                        hello_operator(job, st)
+                    } else {
+                        attest_operator(job, st)
+                    }
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -105,9 +116,24 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
             })
             .collect()
     });
-    let mut ops: Vec<Operator> = Vec::new();
-    for op in attested {
-        let op = op?;
+    let mut ops: Vec<Operator> = attested.into_iter().collect::<Result<_>>()?;
+    if job.doc.sealing.is_some() {
+        // A sealed job: the first enclave gets the key from the customer's broker, every other
+        // from the first (enclave to enclave; this host only relays); then each loads the job.
+        let (first, rest) = ops
+            .split_first_mut()
+            .context("a sealed job with no operator")?;
+        let target = job.key_broker.as_ref().context(
+            "the job is sealed and no key broker is set ([job] key_broker and key_broker_cert)",
+        )?;
+        key_from_broker(&job, first, target)?;
+        load_job(&job, first)?;
+        for op in rest {
+            key_from_peer(&job, first, op)?;
+            load_job(&job, op)?;
+        }
+    }
+    for op in &ops {
         let i = op.index;
         store.write_operator(&op.record(job.job, None), &op.peer.evidence.0)?;
         events(Event::Attested {
@@ -115,7 +141,6 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
             address: format!("0x{}", op.address),
             tee: op.tee.clone(),
         });
-        ops.push(op);
     }
 
     let peers: Vec<PeerEvidence> = ops.iter().map(|o| o.peer.clone()).collect();
@@ -183,8 +208,10 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
         bail!("checkpoint answered with something else");
     };
     let m: Signed<CheckpointManifest> = op.verify(&manifest.0, &domain)?;
+    // A sealed job's weights are sealed: their hash is the manifest's sealed hash, and the
+    // model inside them is the one the rounds reached.
     let wh = Hash32::sha256(&weights.0);
-    if m.statement.model_hash != wh || wh != model_hash {
+    if m.statement.file_hash() != wh || m.statement.model_hash != model_hash {
         bail!("the checkpoint's weights hash {wh}, the manifest and rounds say otherwise");
     }
     let files = store.write_checkpoint(&weights.0, &m)?;

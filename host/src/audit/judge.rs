@@ -617,23 +617,41 @@ fn checkpoint_files(
     cp: &CheckpointOnChain,
     c: &mut Vec<Check>,
 ) {
-    let weights = &files.weights_sha256;
-    match &weights.content {
-        Ok(h) => {
-            let detail = format!("{} hashes to {h}", weights.path.display());
-            let pass = h.0 == cp.model_hash.0;
-            check(c, "weights hash to the certified model", pass, detail);
-        }
-        Err(e) => {
-            check(c, "weights hash to the certified model", false, e.clone());
-        }
-    }
     let verified = files
         .envelope
         .content
         .as_deref()
         .map_err(|e| e.clone())
         .and_then(|b| verifier.verify::<CheckpointManifest>(b));
+    // A sealed job's weights file is the sealed envelope: without the key, the auditor checks
+    // it against the sealed hash the enclave signed beside the certified model's hash.
+    let sealed = match &verified {
+        Ok(Verified::Statement(s)) => s.statement.sealed_hash,
+        _ => None,
+    };
+    let weights = &files.weights_sha256;
+    match (&weights.content, sealed) {
+        (Ok(h), None) => {
+            let detail = format!("{} hashes to {h}", weights.path.display());
+            let pass = h.0 == cp.model_hash.0;
+            check(c, "weights hash to the certified model", pass, detail);
+        }
+        (Ok(h), Some(sealed)) => {
+            let detail = format!(
+                "{} (sealed) hashes to {h}, the signed manifest's sealed hash is {sealed}",
+                weights.path.display()
+            );
+            check(
+                c,
+                "sealed weights hash to the signed manifest",
+                *h == sealed,
+                detail,
+            );
+        }
+        (Err(e), _) => {
+            check(c, "weights hash to the certified model", false, e.clone());
+        }
+    }
     let v = match verified {
         Ok(v) => v,
         Err(e) => {

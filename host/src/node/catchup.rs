@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use conclave_protocol::Hash32;
 use conclave_protocol::channel::{Blob, Request, Response};
 use conclave_protocol::sync::{MAX_CHECKPOINT, MAX_CHUNK, SyncRequest, SyncResponse};
+use conclave_protocol::{CheckpointManifest, Hash32, Signed, Statement};
 use libp2p::PeerId;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -118,9 +118,24 @@ pub(super) async fn sync_from(
             other => bail!("{peer} answered a chunk request with {other:?}"),
         }
     }
+    // The file's hash as the signed manifest names it (the sealed weights' for a sealed job;
+    // the enclave checks the signature and what is inside).
+    let named = Signed::<CheckpointManifest>::decode_envelope(&manifest.0)
+        .ok()
+        .and_then(|env| CheckpointManifest::from_payload(&env.payload).ok())
+        .with_context(|| format!("{peer}'s checkpoint manifest does not decode"))?;
+    if named.model_hash != model_hash {
+        bail!(
+            "{peer}'s checkpoint manifest names model {}, it announced {model_hash}",
+            named.model_hash
+        );
+    }
     let got = Hash32::sha256(&weights);
-    if got != model_hash {
-        bail!("{peer}'s checkpoint hashes to {got}, it announced {model_hash}");
+    if got != named.file_hash() {
+        bail!(
+            "{peer}'s checkpoint hashes to {got}, its manifest names {}",
+            named.file_hash()
+        );
     }
     let req = Request::LoadCheckpoint {
         weights: Blob(weights),
@@ -128,10 +143,14 @@ pub(super) async fn sync_from(
         signer: Some(signer),
     };
     let resp = call_enclave(net, own_slot, req).await?;
-    let Response::Checkpoint { weights, .. } = resp else {
+    let Response::Checkpoint { manifest, .. } = resp else {
         bail!("loading the checkpoint answered with something else");
     };
-    if Hash32::sha256(&weights.0) != model_hash {
+    let held = Signed::<CheckpointManifest>::decode_envelope(&manifest.0)
+        .ok()
+        .and_then(|env| CheckpointManifest::from_payload(&env.payload).ok())
+        .context("the enclave's checkpoint manifest does not decode")?;
+    if held.model_hash != model_hash {
         bail!("the enclave holds other weights than the checkpoint's");
     }
     let secs = t.elapsed().as_secs_f64();

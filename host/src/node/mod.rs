@@ -592,7 +592,7 @@ fn store_checkpoint(
     };
     let m: Signed<CheckpointManifest> = own.verify(&manifest.0, domain)?;
     let wh = Hash32::sha256(&weights.0);
-    if m.statement.model_hash != wh || wh != *model_hash {
+    if m.statement.file_hash() != wh || m.statement.model_hash != *model_hash {
         bail!("the checkpoint's weights hash {wh}, the manifest and round say otherwise");
     }
     let files = store.write_checkpoint(&weights.0, &m)?;
