@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(snp_report tdx_quote envelope evidence sparse_update toploc_proof round_receipt gossip_message channel_frame guest_image update_payload canonical sealed)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(snp_report tdx_quote envelope evidence sparse_update toploc_proof round_receipt gossip_message channel_frame guest_image update_payload canonical sealed key_release)
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: no nightly toolchain here; skipping (install one with 'rustup toolchain install nightly')"
   exit 0

@@ -106,35 +106,20 @@ impl Channel {
     }
 }
 
-/// Test hook: with `CONCLAVE_CAPTURE_CHANNEL=<file>`, every request and answer that crosses
-/// a channel is appended to the file as one JSON line (what the host sees; a snooping test
-/// searches it for plaintext). Off unless set.
-pub const CAPTURE_CHANNEL_ENV: &str = "CONCLAVE_CAPTURE_CHANNEL";
-
+/// The channel capture test hook ([`crate::capture`]).
 fn capture_frames(req: &Request, resp: &Response) {
-    use std::io::Write as _;
-    static SINK: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
-        std::sync::OnceLock::new();
-    let sink = SINK.get_or_init(|| {
-        let path = std::env::var_os(CAPTURE_CHANNEL_ENV)?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()
-            .map(std::sync::Mutex::new)
-    });
-    if let Some(f) = sink
-        && let Ok(mut f) = f.lock()
-    {
-        for line in [serde_json::to_vec(req), serde_json::to_vec(resp)]
-            .into_iter()
-            .flatten()
-        {
-            let _ = f.write_all(&line);
-            let _ = f.write_all(b"\n");
-        }
+    if !crate::capture::on(crate::capture::CHANNEL) {
+        return;
     }
+    let mut rec = Vec::new();
+    for line in [serde_json::to_vec(req), serde_json::to_vec(resp)]
+        .into_iter()
+        .flatten()
+    {
+        rec.extend_from_slice(&line);
+        rec.push(b'\n');
+    }
+    crate::capture::record(crate::capture::CHANNEL, &rec);
 }
 
 /// How the enclave is started.

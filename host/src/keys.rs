@@ -454,37 +454,70 @@ pub async fn serve_tls(
     }
 }
 
-/// A running broker on a background runtime (the demo's, and tests').
+/// A running broker on a thread of its own (the demo's, and tests'); stopped when dropped.
 pub struct BrokerHandle {
     pub addr: SocketAddr,
     pub cert_pem: String,
     pub broker: Shared,
-    _runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// Starts a broker on `listen` (e.g. `127.0.0.1:0`) holding `jobs`, with a fresh certificate.
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts a broker on `listen` (e.g. `127.0.0.1:0`) holding `broker`'s jobs, with a fresh
+/// certificate. Callable from inside or outside an async runtime.
 pub fn spawn_broker(listen: &str, broker: Broker) -> Result<BrokerHandle> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("key-broker")
-        .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
-    let addr = listener.local_addr()?;
+    let std_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("the key broker listening on {listen}"))?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
     let identity = TlsIdentity::self_signed(&[addr.ip().to_string()])?;
     let cert_pem = identity.cert_pem.clone();
     let broker = Arc::new(Mutex::new(broker));
     let b = broker.clone();
-    runtime.spawn(async move {
-        if let Err(e) = serve_tls(listener, &identity, b).await {
-            tracing::error!("the key broker stopped: {e:#}");
-        }
-    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("key-broker".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("the key broker's runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("the key broker's listener: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    r = serve_tls(listener, &identity, b) => {
+                        if let Err(e) = r {
+                            tracing::error!("the key broker stopped: {e:#}");
+                        }
+                    }
+                    _ = stopped => {}
+                }
+            });
+        })?;
     Ok(BrokerHandle {
         addr,
         cert_pem,
         broker,
-        _runtime: runtime,
+        stop: Some(stop),
     })
 }
 
@@ -588,14 +621,26 @@ pub fn fetch_key(
     sealing_id: Hash32,
     request: &mut dyn FnMut(conclave_attestation::Nonce) -> Result<Vec<u8>>,
 ) -> Result<Vec<u8>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let body = serde_json::to_vec(&serde_json::json!({ "sealing_id": sealing_id }))?;
-    let (status, b) = rt.block_on(post_json(target, "/v1/challenge", body))?;
+    let (status, b) = blocking(post_json(target, "/v1/challenge", body))?;
     let ch: Challenge = broker_answer(status, &b)?;
     let req = request(ch.nonce)?;
-    let (status, b) = rt.block_on(post_json(target, "/v1/key", req))?;
+    let (status, b) = blocking(post_json(target, "/v1/key", req))?;
     let resp: KeyResponse = broker_answer(status, &b)?;
     Ok(resp.wrapped.0)
+}
+
+/// Runs `fut` to completion on a runtime of its own, on a thread of its own: callable from
+/// synchronous code and from inside an async runtime (whose thread it blocks meanwhile).
+fn blocking<T: Send>(fut: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(fut)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the key broker client panicked"))?
+    })
 }

@@ -34,6 +34,7 @@
 pub mod api;
 pub mod approve;
 pub mod audit;
+pub mod capture;
 pub mod chain;
 pub mod config;
 pub mod demo;

@@ -176,6 +176,11 @@ struct DemoArgs {
     /// With --enclave vm: vCPUs of each guest.
     #[arg(long, value_name = "N", default_value_t = 1)]
     vm_vcpus: u32,
+    /// Run the job unsealed: the operators' hosts can read the data, updates and model. By
+    /// default the demo's job is sealed: the customer seals the dataset under
+    /// `<out>/customer/`, serves its key to attested enclaves over TLS, and opens the model.
+    #[arg(long)]
+    unsealed: bool,
 }
 
 #[derive(clap::Args)]
@@ -251,6 +256,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         progress: !a.no_progress && std::io::stderr().is_terminal(),
         timeout_s: a.timeout,
         vm,
+        sealed: !a.unsealed,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -345,6 +351,7 @@ fn run_job(config: &std::path::Path) -> anyhow::Result<ExitCode> {
         s.model_hash,
         s.checkpoint.display()
     );
+    println!("{}", conclave_host::operator::sealing_line(s.sealed));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -189,6 +189,16 @@ pub fn job_document(
     Ok(doc)
 }
 
+/// What every output that shows a job says about its sealing.
+pub fn sealing_line(sealed: bool) -> &'static str {
+    if sealed {
+        "sealed job: the data, updates and checkpoints are encrypted; only attested enclaves hold the key"
+    } else {
+        "NOT SEALED: the operators' hosts can read this job's data, updates and model \
+         (seal it with `conclave data seal` and `[job] sealed_data`)"
+    }
+}
+
 /// Prepares a job: the customer's published facts (`conclave-enclave spec` on the host), and
 /// for `kind = "vm"` the guests' boot (the image checked against its manifest, the dataset
 /// disk, the command line and its predicted measurement, which the job's policy then allows
@@ -298,6 +308,9 @@ pub fn prepare_job(jobcfg: &JobSection, enclave: &Launch) -> Result<PreparedJob>
         None => JobId(Sha256::digest(spec_hash.to_hex().as_bytes()).into()),
     };
     let policy = doc.policy.clone();
+    if doc.sealing.is_none() {
+        tracing::warn!("{}", sealing_line(false));
+    }
     Ok(PreparedJob {
         published,
         document,

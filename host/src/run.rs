@@ -26,6 +26,8 @@ use crate::store::JobStore;
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     pub job_id: String,
+    /// Whether the job is sealed (its data, updates and model unreadable to the hosts).
+    pub sealed: bool,
     pub operators: u32,
     pub rounds: u64,
     pub model_hash: Hash32,
@@ -220,6 +222,7 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
     }
     let summary = RunSummary {
         job_id: job.job_hex(),
+        sealed: job.doc.sealing.is_some(),
         operators: jobcfg.operators,
         rounds: jobcfg.rounds,
         model_hash,

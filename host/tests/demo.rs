@@ -53,6 +53,7 @@ async fn the_demo_runs_end_to_end_and_audit_catches_tampering() {
         progress: false,
         timeout_s: 600,
         vm: None,
+        sealed: false,
     };
     let (o, report) = run_demo(&opts, &anvil).await.unwrap();
     assert!(report.pass, "{}", failures(&report));

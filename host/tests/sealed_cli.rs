@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,68 +26,13 @@ use conclave_attestation::sim::default_sim_measurement;
 use conclave_protocol::seal::{JobSecret, Kind};
 use conclave_protocol::{Signed, Statement, UpdatePayload};
 
-use common::{enclave_program, root};
+use common::{Needles, enclave_program, files_under, root, shard_tokens};
 
 const JOB_TOML: &str = "seed = 5\nreplicas = 2\ndevice = \"cpu\"\nthreads = 1\n\
     [model]\nlayers = 1\nheads = 2\nwidth = 32\ncontext = 32\n\
     [data]\nvocab = 400\nshards = 4\nsteps_per_epoch = 4\n\
     [train]\nsteps = 8\nbatch = 2\nwarmup = 1\neval_batches = 1\n\
     [optimizer]\nkind = \"sparseloco\"\ninner_steps = 2\ntopk = 32\n";
-
-/// 64-byte windows to look for, indexed by their first 8 bytes.
-#[derive(Default)]
-struct Needles {
-    by_prefix: HashMap<u64, Vec<[u8; 64]>>,
-}
-
-impl Needles {
-    /// Every window of `bytes` at offsets that are multiples of `step` (2 for u16 tokens),
-    /// skipping low-entropy ones (zeros, padding) that any file may hold by chance.
-    fn add(&mut self, bytes: &[u8], step: usize) {
-        let mut off = 0;
-        while off + 64 <= bytes.len() {
-            let w: [u8; 64] = bytes[off..off + 64].try_into().unwrap();
-            let distinct: HashSet<u8> = w.iter().copied().collect();
-            if distinct.len() >= 12 {
-                let p = u64::from_le_bytes(w[..8].try_into().unwrap());
-                self.by_prefix.entry(p).or_default().push(w);
-            }
-            off += step;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.by_prefix.values().map(Vec::len).sum()
-    }
-
-    /// Whether any needle occurs in `hay`.
-    fn found_in(&self, hay: &[u8]) -> bool {
-        if hay.len() < 64 {
-            return false;
-        }
-        (0..=hay.len() - 64).any(|i| {
-            let p = u64::from_le_bytes(hay[i..i + 8].try_into().unwrap());
-            self.by_prefix
-                .get(&p)
-                .is_some_and(|ws| ws.iter().any(|w| w[..] == hay[i..i + 64]))
-        })
-    }
-}
-
-/// Every file under `dir` (recursively).
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-}
 
 /// What the host saw: its files, its log, and the channel capture with every base64 string
 /// decoded.
@@ -134,13 +78,6 @@ fn leaks(needles: &Needles, view: &[(String, Vec<u8>)]) -> Vec<String> {
         .filter(|(_, b)| needles.found_in(b))
         .map(|(n, _)| n.clone())
         .collect()
-}
-
-/// The token ids of a prepared shard file (`CNVSHRD1`, count, u16 LE tokens, mask).
-fn shard_tokens(bytes: &[u8]) -> &[u8] {
-    assert_eq!(&bytes[..8], b"CNVSHRD1");
-    let n = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-    &bytes[16..16 + 2 * n]
 }
 
 struct Run {

@@ -61,6 +61,9 @@ pub struct DemoOptions {
     pub timeout_s: u64,
     /// `--enclave vm`: every operator's enclave boots the measured guest image.
     pub vm: Option<DemoVm>,
+    /// A sealed job: the customer seals the dataset, runs its key broker on loopback, and
+    /// opens the final model; the operators see ciphertext only.
+    pub sealed: bool,
 }
 
 /// The guests of `conclave demo --enclave vm`.
@@ -101,6 +104,146 @@ pub struct DemoOutcome {
     pub node_dirs: Vec<PathBuf>,
     pub policy: PathBuf,
     pub seconds: f64,
+    /// Whether the job was sealed.
+    #[serde(default)]
+    pub sealed: bool,
+    /// A sealed job: the model the customer opened with its key.
+    #[serde(default)]
+    pub customer_model: Option<PathBuf>,
+    /// A sealed job: files and bytes in the operators' folders, and how many of them are
+    /// sealed envelopes.
+    #[serde(default)]
+    pub operator_files: Option<(u64, u64, u64)>,
+}
+
+/// The customer's side of a sealed demo, under `<out>/customer/`.
+struct SealedDemo {
+    dir: PathBuf,
+    published: PathBuf,
+    sealed: PathBuf,
+    key: PathBuf,
+}
+
+/// The customer prepares its dataset in its own folder, publishes the job's facts and seals
+/// the dataset (a fresh key each run).
+fn customer_seals(opts: &DemoOptions, out: &Path) -> Result<SealedDemo> {
+    let dir = out.join("customer");
+    std::fs::create_dir_all(&dir)?;
+    let program = match &opts.enclave {
+        Some(p) => abs(p)?,
+        None => crate::enclave::default_enclave_program(),
+    };
+    let o = std::process::Command::new(&program)
+        .arg("spec")
+        .arg("--config")
+        .arg(abs(&opts.job_config)?)
+        .arg("--corpus")
+        .arg(abs(&opts.corpus)?)
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .output()
+        .with_context(|| format!("running {} spec", program.display()))?;
+    if !o.status.success() {
+        anyhow::bail!(
+            "{} spec: {}",
+            program.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let published = dir.join("published.json");
+    write_atomic(&published, &o.stdout)?;
+    let spec: crate::operator::PublishedSpec = serde_json::from_slice(&o.stdout)?;
+    let dataset = spec
+        .dataset_dir
+        .context("`conclave-enclave spec` named no dataset folder")?;
+    let sealed = out.join("sealed");
+    let key = dir.join("key.json");
+    for p in [&sealed, &key] {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p)?;
+        } else if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    crate::keys::seal_dataset(&dataset, &sealed, &key)?;
+    Ok(SealedDemo {
+        dir,
+        published,
+        sealed,
+        key,
+    })
+}
+
+/// Files and bytes under `dir`, and how many are sealed envelopes (`CSE1`).
+fn folder_census(dir: &Path, acc: &mut (u64, u64, u64)) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            folder_census(&p, acc);
+        } else if let Ok(m) = e.metadata() {
+            acc.0 += 1;
+            acc.1 += m.len();
+            let mut head = [0u8; 4];
+            if std::fs::File::open(&p)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok()
+                && &head == b"CSE1"
+            {
+                acc.2 += 1;
+            }
+        }
+    }
+}
+
+/// The customer opens the latest checkpoint of `node_dir` with its key into `out`, checking
+/// it against the enclave-signed manifest and the model the rounds (and the chain) reached.
+fn customer_opens(key: &Path, node_dir: &Path, expect: &str, out: &Path) -> Result<()> {
+    let (kf, secret) = crate::keys::KeyFile::read(key)?;
+    let store = JobStore::new(node_dir);
+    let mut latest: Option<(u64, PathBuf)> = None;
+    for e in std::fs::read_dir(store.checkpoints_dir())?.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        if let Some(step) = n
+            .strip_prefix("step-")
+            .and_then(|r| r.strip_suffix(".manifest.env"))
+            .and_then(|r| r.parse::<u64>().ok())
+            && latest.as_ref().is_none_or(|(s, _)| step > *s)
+        {
+            latest = Some((step, e.path()));
+        }
+    }
+    let (step, env_path) = latest.context("no checkpoint in the operator's folder")?;
+    let env = conclave_protocol::Signed::<conclave_protocol::CheckpointManifest>::decode_envelope(
+        &std::fs::read(&env_path)?,
+    )?;
+    let m = <conclave_protocol::CheckpointManifest as conclave_protocol::Statement>::from_payload(
+        &env.payload,
+    )?;
+    let files = store.checkpoint(step);
+    let sealed = std::fs::read(&files.weights)?;
+    if Some(conclave_protocol::Hash32::sha256(&sealed)) != m.sealed_hash {
+        anyhow::bail!(
+            "{} is not the sealed file its manifest names",
+            files.weights.display()
+        );
+    }
+    let plain = secret.open(
+        &kf.sealing_id.0,
+        conclave_protocol::seal::Kind::Checkpoint,
+        m.step,
+        &sealed,
+    )?;
+    let h = conclave_protocol::Hash32::sha256(&plain);
+    if h != m.model_hash || h.to_string() != expect {
+        anyhow::bail!(
+            "the opened model hashes to {h}: the manifest names {}, the rounds {expect}",
+            m.model_hash
+        );
+    }
+    write_atomic(out, &plain)
 }
 
 fn free_port() -> Result<u16> {
@@ -148,11 +291,26 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     std::fs::create_dir_all(&logs)?;
     let say = |s: &str| tracing::info!("demo: {s}");
 
+    // A sealed job: the customer prepares and seals the dataset in its own folder.
+    let sealed = if opts.sealed {
+        let s = customer_seals(opts, &out)?;
+        say(&format!(
+            "the customer sealed its dataset into {} (key {}; the operators get the sealed files \
+             and the published facts, never the corpus or the key)",
+            s.sealed.display(),
+            s.key.display()
+        ));
+        Some(s)
+    } else {
+        None
+    };
     // The customer's published facts.
     let jobsec = JobSection {
         operators: opts.operators,
         rounds: opts.rounds,
         allow_sim: Some(true),
+        published: sealed.as_ref().map(|s| s.published.clone()),
+        sealed_data: sealed.as_ref().map(|s| s.sealed.clone()),
         ..JobSection::new(abs(&opts.job_config)?)
     };
     let launch = match &opts.vm {
@@ -186,7 +344,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         "job config {} (hash {}), dataset root {}, {} parameters",
         jobsec.config.display(),
         &published.config_hash.to_hex()[..16],
-        &published.data_root.to_hex()[..16],
+        &prepared.doc.data_root.to_hex()[..16],
         published.params
     ));
 
@@ -197,7 +355,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         document: prepared.document.clone(),
         terms: ChainTerms {
             spec_hash: prepared.spec_hash,
-            dataset_root: published.data_root,
+            dataset_root: prepared.doc.data_root,
         },
         secret: customer_key.to_bytes().into(),
     };
@@ -206,6 +364,39 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     // The customer appraises with the job document's policy: sim evidence of exactly the
     // measurement the job allows (the sim constant for processes, the image's for guests).
     write_atomic(&policy_path, prepared.policy.to_toml().as_bytes())?;
+    say(crate::operator::sealing_line(sealed.is_some()));
+    // A sealed job: the customer's key broker on loopback, under the job's policy.
+    let broker = match &sealed {
+        Some(s) => {
+            let (kf, secret) = crate::keys::KeyFile::read(&s.key)?;
+            let mut b = crate::keys::Broker::new();
+            b.add(kf.sealing_id, secret, prepared.policy.clone());
+            let h = crate::keys::spawn_broker("127.0.0.1:0", b)?;
+            let cert = s.dir.join("broker.pem");
+            write_atomic(&cert, h.cert_pem.as_bytes())?;
+            say(&format!(
+                "the customer's key broker on https://{} (TLS certificate {}): it releases the \
+                 job's key only to enclaves whose evidence passes the job's policy",
+                h.addr,
+                cert.display()
+            ));
+            Some((h, cert))
+        }
+        None => None,
+    };
+    let job_extra = match (&sealed, &broker) {
+        (Some(s), Some((h, cert))) => {
+            let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+            format!(
+                "published = {}\nsealed_data = {}\nkey_broker = \"https://{}\"\nkey_broker_cert = {}\n",
+                q(&s.published),
+                q(&s.sealed),
+                h.addr,
+                q(cert)
+            )
+        }
+        _ => String::new(),
+    };
 
     // The operators.
     let mut keys = Vec::new();
@@ -233,6 +424,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
             &ports,
             &url,
             customer.address(),
+            &job_extra,
         )?;
         let cfg_path = out.join(format!("node-{i}.toml"));
         write_atomic(&cfg_path, text.as_bytes())?;
@@ -253,6 +445,15 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
     )
     .await?;
     drop(nodes);
+    if let Some((h, _)) = &broker
+        && let Ok(b) = h.broker.lock()
+    {
+        let released = b.records.iter().filter(|r| r.evidence.is_some()).count();
+        say(&format!(
+            "the key broker released the job's key {released} times ({} requests)",
+            b.records.len()
+        ));
+    }
 
     // The summary, from the nodes' own summaries.
     let summaries = node_dirs
@@ -301,7 +502,20 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         node_dirs: node_dirs.clone(),
         policy: policy_path.clone(),
         seconds: t0.elapsed().as_secs_f64(),
+        sealed: sealed.is_some(),
+        customer_model: None,
+        operator_files: None,
     };
+    if let Some(s) = &sealed {
+        let model = s.dir.join("model.safetensors");
+        customer_opens(&s.key, &node_dirs[0], &outcome.final_model, &model)?;
+        outcome.customer_model = Some(model);
+        let mut census = (0, 0, 0);
+        for d in &node_dirs {
+            folder_census(d, &mut census);
+        }
+        outcome.operator_files = Some(census);
+    }
     // The audit of the result, as a customer would run it.
     let input = AuditInput {
         rpc: url,
@@ -309,7 +523,8 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         job,
         dir: node_dirs[0].clone(),
         policy: Some(prepared.policy.clone()),
-        replay: opts.replay,
+        // Replaying a sealed job's rounds needs the key (not yet: `conclave audit --key`).
+        replay: if sealed.is_some() { 0 } else { opts.replay },
         data: abs(&opts.cache)?,
         enclave_program: opts
             .enclave
@@ -323,7 +538,7 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         input.contract,
         input.dir.display(),
         policy_path.display(),
-        opts.replay
+        if sealed.is_some() { 0 } else { opts.replay }
     );
     write_atomic(
         &out.join("demo.json"),
@@ -375,7 +590,6 @@ async fn create_job(
     anvil: &Anvil,
     prepared: &PreparedJob,
 ) -> Result<(Chain, PrivateKeySigner, u64, DeployParams)> {
-    let published = &prepared.published;
     let say = |s: &str| tracing::info!("demo: {s}");
     let url = anvil.url();
     let customer_key = PrivateKeySigner::random();
@@ -402,7 +616,7 @@ async fn create_job(
             escrow,
             stake: U256::from(ETH),
             spec_hash: B256::from(prepared.spec_hash.0),
-            dataset_root: B256::from(published.data_root.0),
+            dataset_root: B256::from(prepared.doc.data_root.0),
             measurements: allowed,
             min_operators: opts.operators,
             total_rounds: opts.rounds,
@@ -449,6 +663,7 @@ fn node_config(
     ports: &[u16],
     url: &str,
     contract: alloy::primitives::Address,
+    job_extra: &str,
 ) -> Result<String> {
     let bootstrap: Vec<String> = if i == 0 {
         Vec::new()
@@ -458,7 +673,7 @@ fn node_config(
     let q = |s: String| toml::Value::String(s).to_string();
     let mut text = format!(
         "# Generated by conclave demo: operator {i} of job {job}.\n\
-         [job]\nconfig = {}\noperators = {}\nrounds = {}\n\n\
+         [job]\nconfig = {}\noperators = {}\nrounds = {}\n{job_extra}\n\
          [enclave]\n",
         q(jobsec.config.display().to_string()),
         opts.operators,
@@ -478,9 +693,14 @@ fn node_config(
             }
         }
     }
+    // A sealed job's enclaves read the sealed dataset only.
+    let corpus = match &jobsec.sealed_data {
+        Some(s) => abs(s)?,
+        None => abs(&opts.corpus)?,
+    };
     text.push_str(&format!(
         "corpus = {}\ncache = {}\n",
-        q(abs(&opts.corpus)?.display().to_string()),
+        q(corpus.display().to_string()),
         q(abs(&opts.cache)?.display().to_string()),
     ));
     if let Some(p) = &opts.enclave {
@@ -517,6 +737,24 @@ pub fn render_summary(o: &DemoOutcome) -> String {
             out,
             "  {} from {a:.4} to {b:.4}",
             if b < a { "falling" } else { "NOT falling" }
+        );
+    }
+    let _ = writeln!(out, "\n{}", crate::operator::sealing_line(o.sealed));
+    if let Some((files, bytes, sealed)) = o.operator_files {
+        let _ = writeln!(
+            out,
+            "  the operators' folders hold {files} files ({bytes} B): {sealed} sealed checkpoints, \
+             updates sealed inside their signed envelopes, signed statements, evidence and logs; \
+             no plaintext data, update or weights"
+        );
+    }
+    if let Some(m) = &o.customer_model {
+        let _ = writeln!(
+            out,
+            "  the customer opened the final model with its key: {} (model {}, as the enclaves \
+             signed and the chain certified)",
+            m.display(),
+            o.final_model
         );
     }
     let _ = writeln!(

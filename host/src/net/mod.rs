@@ -293,6 +293,11 @@ impl Net {
                 message,
             })) => {
                 let _span = tracing::info_span!("peer", peer = %propagation_source).entered();
+                if crate::capture::on(crate::capture::GOSSIP) {
+                    let mut rec = (message.data.len() as u32).to_le_bytes().to_vec();
+                    rec.extend_from_slice(&message.data);
+                    crate::capture::record(crate::capture::GOSSIP, &rec);
+                }
                 let Some(&kind) = self.by_hash.get(&message.topic) else {
                     let _ = self
                         .swarm

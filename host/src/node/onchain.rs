@@ -100,11 +100,11 @@ pub(super) async fn join_chain(
             prepared.spec_hash
         );
     }
-    if job.datasetRoot != b256(&prepared.published.data_root) {
+    if job.datasetRoot != b256(&prepared.doc.data_root) {
         bail!(
             "job {id}'s dataset root on chain is {}, the corpus here gives {}",
             job.datasetRoot,
-            prepared.published.data_root
+            prepared.doc.data_root
         );
     }
     if job.totalRounds != jobcfg.rounds {
@@ -218,7 +218,7 @@ pub(super) async fn join_chain(
         terms: JobTerms {
             job_id: job_word(id),
             spec_hash: prepared.spec_hash.0,
-            dataset_root: prepared.published.data_root.0,
+            dataset_root: prepared.doc.data_root.0,
         },
         chain,
         job: id,

@@ -1,0 +1,139 @@
+//! `conclave demo` sealed (its default): the customer seals the corpus shards under
+//! `<out>/customer/`, serves the key on loopback over TLS, three `conclave node` processes get
+//! it for their enclaves, train two rounds over libp2p and commit on a real anvil; the
+//! customer opens the final model, `conclave audit` passes without the key. Then everything
+//! the operators' hosts saw (their folders, the logs, every gossip message they received,
+//! captured with `CONCLAVE_CAPTURE_GOSSIP`) is searched for the shards' token runs, the final
+//! weights and the plaintext updates: none.
+
+mod common;
+
+use std::path::PathBuf;
+
+use conclave_host::chain::Anvil;
+use conclave_host::demo::{DemoOptions, run_demo};
+use conclave_protocol::seal::{JobSecret, Kind};
+use conclave_protocol::{Hash32, Signed, Statement, UpdatePayload};
+
+use common::{Needles, enclave_program, files_under, root, shard_tokens};
+
+#[test]
+fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("gossip.bin");
+    // SAFETY: set before this test process starts any thread (no runtime exists yet, and this
+    // file holds one test); the nodes inherit it.
+    unsafe { std::env::set_var(conclave_host::capture::GOSSIP, &capture) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = tmp.path().join("demo");
+    let opts = DemoOptions {
+        out: out.clone(),
+        job_config: root().join("configs/demo/job.toml"),
+        operators: 3,
+        rounds: 2,
+        checkpoint_interval: 1,
+        corpus: root().join(".data/moby-dick/package"),
+        cache: root().join(".data/cache"),
+        replay: 1,
+        conclave: PathBuf::from(env!("CARGO_BIN_EXE_conclave")),
+        enclave: Some(enclave_program()),
+        progress: false,
+        timeout_s: 600,
+        vm: None,
+        sealed: true,
+    };
+    let (o, report) = rt.block_on(async {
+        let anvil = Anvil::start(0)
+            .await
+            .expect("anvil (run scripts/setup-foundry.sh)");
+        let r = run_demo(&opts, &anvil).await.unwrap();
+        anvil.stop().await.ok();
+        r
+    });
+    assert!(report.pass, "{}", report.failures().join("\n"));
+    assert_eq!(report.checkpoints.len(), 2);
+    assert!(o.sealed);
+    let model_path = o.customer_model.clone().unwrap();
+    assert!(model_path.starts_with(out.join("customer")));
+    let model = std::fs::read(&model_path).unwrap();
+    assert_eq!(Hash32::sha256(&model).to_string(), o.final_model);
+    let (files, _, sealed) = o.operator_files.unwrap();
+    assert!(files > 20 && sealed >= 6, "{files} files, {sealed} sealed");
+
+    // The needles: the shards the customer prepared, the model it opened, the updates (opened
+    // with its key).
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("customer/key.json")).unwrap()).unwrap();
+    let raw: [u8; 32] = hex::decode(key["secret"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let secret = JobSecret::from_bytes(raw);
+    let sealing_id: [u8; 32] = hex::decode(key["sealing_id"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let published: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("customer/published.json")).unwrap())
+            .unwrap();
+    let dataset = PathBuf::from(published["dataset_dir"].as_str().unwrap());
+    assert!(dataset.starts_with(out.join("customer")));
+    let mut tokens = Needles::default();
+    for i in 0..3 {
+        let b = std::fs::read(dataset.join(format!("shard-{i:04}.bin"))).unwrap();
+        tokens.add(shard_tokens(&b), 2);
+    }
+    let mut weights = Needles::default();
+    weights.add(&model, 4);
+    let mut updates = Needles::default();
+    let mut seen = Vec::new();
+    for d in &o.node_dirs {
+        files_under(d, &mut seen);
+    }
+    files_under(&out.join("logs"), &mut seen);
+    let mut opened = 0;
+    for p in &seen {
+        let bytes = std::fs::read(p).unwrap();
+        if let Ok(env) = Signed::<UpdatePayload>::decode_envelope(&bytes)
+            && env.kind == "update"
+        {
+            let u = UpdatePayload::from_payload(&env.payload).unwrap();
+            updates.add(
+                &secret
+                    .open(&sealing_id, Kind::Update, u.round, &u.body)
+                    .unwrap(),
+                1,
+            );
+            opened += 1;
+        }
+    }
+    assert!(opened >= 6, "{opened} updates opened");
+
+    let gossip = std::fs::read(&capture).unwrap();
+    assert!(
+        gossip.len() > 10_000,
+        "{} bytes of gossip captured",
+        gossip.len()
+    );
+    let mut hay: Vec<(String, Vec<u8>)> = seen
+        .iter()
+        .map(|p| (p.display().to_string(), std::fs::read(p).unwrap()))
+        .collect();
+    hay.push(("gossip".into(), gossip));
+    for (what, n) in [
+        ("token runs", &tokens),
+        ("weights", &weights),
+        ("updates", &updates),
+    ] {
+        let leaks: Vec<&String> = hay
+            .iter()
+            .filter(|(_, b)| n.found_in(b))
+            .map(|(p, _)| p)
+            .collect();
+        assert!(leaks.is_empty(), "{what} in the clear in {leaks:?}");
+    }
+}
