@@ -204,9 +204,15 @@ struct AuditArgs {
     /// Rounds to re-execute (sampled from the job id).
     #[arg(long, default_value_t = 0)]
     replay: usize,
-    /// Where the job's tokenized dataset lies (probes' shards are found by hash).
+    /// Where the job's tokenized dataset lies (probes' shards are found by hash); for a
+    /// sealed job with `--key`, the sealed dataset folder.
     #[arg(long, default_value = ".data/cache")]
     data: std::path::PathBuf,
+    /// A sealed job: the customer's key file. Replays open the round's sealed checkpoint,
+    /// updates and probe shard inside this process (and say so). Without it a sealed job's
+    /// audit checks every signature, hash and certificate, and replays nothing.
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -304,6 +310,7 @@ fn run_audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         data: a.data,
         enclave_program: conclave_host::enclave::default_enclave_program(),
         now: conclave_host::operator::now(),
+        key: a.key,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -100,6 +100,7 @@ async fn the_demo_runs_end_to_end_and_audit_catches_tampering() {
         data: root().join(".data/cache"),
         enclave_program: enclave_program(),
         now: conclave_host::operator::now(),
+        key: None,
     };
     let tampered = |name: &str| {
         let d = tmp.path().join(name);

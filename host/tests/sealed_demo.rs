@@ -1,7 +1,8 @@
 //! `conclave demo` sealed (its default): the customer seals the corpus shards under
 //! `<out>/customer/`, serves the key on loopback over TLS, three `conclave node` processes get
 //! it for their enclaves, train two rounds over libp2p and commit on a real anvil; the
-//! customer opens the final model, `conclave audit` passes without the key. Then everything
+//! customer opens the final model; `conclave audit` passes with the key (replaying a round
+//! opened in the auditor's process) and without it. Then everything
 //! the operators' hosts saw (their folders, the logs, every gossip message they received,
 //! captured with `CONCLAVE_CAPTURE_GOSSIP`) is searched for the shards' token runs, the final
 //! weights and the plaintext updates: none.
@@ -10,6 +11,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use conclave_host::audit::{AuditInput, audit};
 use conclave_host::chain::Anvil;
 use conclave_host::demo::{DemoOptions, run_demo};
 use conclave_protocol::seal::{JobSecret, Kind};
@@ -46,16 +48,41 @@ fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
         vm: None,
         sealed: true,
     };
-    let (o, report) = rt.block_on(async {
+    let (o, report, keyless) = rt.block_on(async {
         let anvil = Anvil::start(0)
             .await
             .expect("anvil (run scripts/setup-foundry.sh)");
-        let r = run_demo(&opts, &anvil).await.unwrap();
+        let (o, report) = run_demo(&opts, &anvil).await.unwrap();
+        // An auditor without the key: every signature, hash and certificate, no replay.
+        let keyless = audit(&AuditInput {
+            rpc: o.rpc.clone(),
+            contract: o.contract.parse().unwrap(),
+            job: o.job,
+            dir: o.node_dirs[1].clone(),
+            policy: Some(conclave_host::demo::demo_policy()),
+            replay: 0,
+            data: out.join("sealed"),
+            enclave_program: enclave_program(),
+            now: conclave_host::operator::now(),
+            key: None,
+        })
+        .await
+        .unwrap();
         anvil.stop().await.ok();
-        r
+        (o, report, keyless)
     });
+    // The demo's audit had the customer's key and replayed a round, opened in its process.
     assert!(report.pass, "{}", report.failures().join("\n"));
     assert_eq!(report.checkpoints.len(), 2);
+    assert_eq!(report.replays.len(), 1);
+    assert!(
+        report.replays[0].pass && report.replays[0].detail.contains("customer's key"),
+        "{:?}",
+        report.replays[0]
+    );
+    assert!(o.audit_command.contains("--key"), "{}", o.audit_command);
+    assert!(keyless.pass, "{}", keyless.failures().join("\n"));
+    assert_eq!(keyless.checkpoints.len(), 2);
     assert!(o.sealed);
     let model_path = o.customer_model.clone().unwrap();
     assert!(model_path.starts_with(out.join("customer")));

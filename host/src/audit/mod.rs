@@ -47,6 +47,9 @@ pub struct AuditInput {
     pub enclave_program: PathBuf,
     /// The time evidence is appraised at.
     pub now: UnixTime,
+    /// A sealed job: the customer's key file. Replays then open the round's sealed checkpoint,
+    /// updates and probe shard (from the sealed dataset in `data`) inside this process.
+    pub key: Option<PathBuf>,
 }
 
 /// One named check.

@@ -10,7 +10,9 @@ use anyhow::{Context, Result, anyhow};
 use conclave_attestation::Policy;
 use conclave_attestation::envelope::MAX_PAYLOAD;
 use conclave_protocol::receipt::RoundReceipt;
-use conclave_protocol::{Hash32, Signed, UpdatePayload};
+use conclave_protocol::seal::Kind;
+use conclave_protocol::sealed_data::SealedDataset;
+use conclave_protocol::{CheckpointManifest, Hash32, Signed, UpdatePayload};
 
 use super::data::AuditData;
 use super::judge::{Verified, Verifier, verify_round};
@@ -111,23 +113,62 @@ fn replay_round(
     let tmp = tempfile::tempdir()?;
     let mut cmd = std::process::Command::new(&input.enclave_program);
     cmd.arg("replay");
-    for (i, b) in updates_of(store, verifier, x, k)?.iter().enumerate() {
+    let updates = updates_of(store, verifier, x, k)?;
+    let start = store.checkpoint(x.statement.step_before);
+    let start_manifest: CheckpointManifest = serde_json::from_slice(
+        &read_bounded(&start.manifest, 1 << 20)
+            .with_context(|| format!("reading {}", start.manifest.display()))?,
+    )
+    .with_context(|| format!("{} is not a checkpoint manifest", start.manifest.display()))?;
+    let probe = &x.statement.probe;
+    let (updates, receipt_json, checkpoint, data, opened) =
+        match (start_manifest.sealed_hash.is_some(), &input.key) {
+            (false, _) => {
+                let data = find_shard(&input.data, probe.shard, &probe.shard_sha256).with_context(
+                    || {
+                        format!(
+                            "the probe's shard {} is not under {}",
+                            probe.shard,
+                            input.data.display()
+                        )
+                    },
+                )?;
+                (
+                    updates,
+                    x.payload().to_vec(),
+                    start.manifest.clone(),
+                    data,
+                    false,
+                )
+            }
+            (true, None) => {
+                anyhow::bail!(
+                    "the job is sealed: replaying a round needs the customer's key (--key)"
+                )
+            }
+            (true, Some(key)) => {
+                let o = open_sealed_round(
+                    key,
+                    &input.data,
+                    &start,
+                    &start_manifest,
+                    x,
+                    k,
+                    updates,
+                    tmp.path(),
+                )?;
+                (o.updates, o.receipt, o.checkpoint, o.shard, true)
+            }
+        };
+    for (i, b) in updates.iter().enumerate() {
         let p = tmp.path().join(format!("update-{i}.bin"));
         std::fs::write(&p, b)?;
         cmd.arg("--update").arg(p);
     }
     let receipt = tmp.path().join("receipt.json");
-    std::fs::write(&receipt, x.payload())?;
-    let probe = &x.statement.probe;
-    let data = find_shard(&input.data, probe.shard, &probe.shard_sha256).with_context(|| {
-        format!(
-            "the probe's shard {} is not under {}",
-            probe.shard,
-            input.data.display()
-        )
-    })?;
+    std::fs::write(&receipt, &receipt_json)?;
     cmd.arg("--checkpoint")
-        .arg(store.checkpoint(x.statement.step_before).manifest)
+        .arg(&checkpoint)
         .arg("--receipt")
         .arg(&receipt)
         .arg("--data")
@@ -151,7 +192,7 @@ fn replay_round(
         })
         .collect();
     let pass = out.status.success() && v["pass"] == true;
-    let detail = if pass {
+    let mut detail = if pass {
         format!(
             "{} checks, {} proofs pass",
             v["checks"].as_array().map_or(0, Vec::len),
@@ -162,11 +203,104 @@ fn replay_round(
     } else {
         failed.join("; ")
     };
+    if opened {
+        detail.push_str(
+            " (sealed round: its checkpoint, updates and probe shard were opened with the \
+             customer's key inside this auditor's process)",
+        );
+    }
     Ok(ReplayRow {
         round: k,
         pass,
         detail,
     })
+}
+
+/// A sealed round's inputs opened with the customer's key into `tmp`: the updates (already
+/// matched to the signed receipt by their sealed hashes), a receipt naming their plaintext
+/// hashes instead (what the replay compares), the starting checkpoint in the clear with its
+/// manifest, and the probe's shard from the sealed dataset in `data`. Every opened file is
+/// checked against the hash its signer or the dataset's index names.
+#[allow(clippy::too_many_arguments)]
+fn open_sealed_round(
+    key: &Path,
+    data: &Path,
+    start: &crate::store::CheckpointFiles,
+    start_manifest: &CheckpointManifest,
+    x: &Signed<RoundReceipt>,
+    k: u64,
+    sealed_updates: Vec<Vec<u8>>,
+    tmp: &Path,
+) -> Result<OpenedRound> {
+    let (kf, secret) = crate::keys::KeyFile::read(key)?;
+    let id = kf.sealing_id;
+    let mut plain_updates = Vec::new();
+    for (i, b) in sealed_updates.iter().enumerate() {
+        plain_updates.push(
+            secret
+                .open(&id.0, Kind::Update, k, b)
+                .with_context(|| format!("round {k}: opening update {i}"))?,
+        );
+    }
+    let mut receipt = x.statement.clone();
+    receipt.updates = plain_updates.iter().map(|u| Hash32::sha256(u)).collect();
+    // The starting checkpoint.
+    let sealed = read_bounded(&start.weights, conclave_protocol::sync::MAX_CHECKPOINT)
+        .with_context(|| format!("reading {}", start.weights.display()))?;
+    if Some(Hash32::sha256(&sealed)) != start_manifest.sealed_hash {
+        anyhow::bail!(
+            "{} is not the sealed file its manifest names",
+            start.weights.display()
+        );
+    }
+    let weights = secret
+        .open(&id.0, Kind::Checkpoint, start_manifest.step, &sealed)
+        .with_context(|| format!("opening {}", start.weights.display()))?;
+    if Hash32::sha256(&weights) != start_manifest.model_hash {
+        anyhow::bail!(
+            "{} opens to other weights than its manifest names",
+            start.weights.display()
+        );
+    }
+    std::fs::write(tmp.join("start.safetensors"), &weights)?;
+    let mut m = start_manifest.clone();
+    m.weights = "start.safetensors".into();
+    m.sealed_hash = None;
+    let manifest = tmp.join("start.json");
+    std::fs::write(&manifest, serde_json::to_vec(&m)?)?;
+    // The probe's shard, from the sealed dataset.
+    let index = crate::keys::read_sealed_index(data).with_context(|| {
+        format!(
+            "--data {} (the sealed dataset, for a sealed job)",
+            data.display()
+        )
+    })?;
+    let name = format!("shard-{:04}.bin", x.statement.probe.shard);
+    let (i, f) = index.file(&name)?;
+    let ct = std::fs::read(data.join(SealedDataset::sealed_name(&name)))?;
+    if Hash32::sha256(&ct) != f.ciphertext_sha256 {
+        anyhow::bail!("the sealed {name} is not the one the dataset's index names");
+    }
+    let shard = secret.open(&index.sealing_id.0, Kind::Shard, i, &ct)?;
+    if Hash32::sha256(&shard) != f.plaintext_sha256 {
+        anyhow::bail!("the sealed {name} opens to other bytes than the index names");
+    }
+    let shard_path = tmp.join(&name);
+    std::fs::write(&shard_path, &shard)?;
+    Ok(OpenedRound {
+        updates: plain_updates,
+        receipt: receipt.to_json(),
+        checkpoint: manifest,
+        shard: shard_path,
+    })
+}
+
+/// A sealed round opened for its replay.
+struct OpenedRound {
+    updates: Vec<Vec<u8>>,
+    receipt: Vec<u8>,
+    checkpoint: PathBuf,
+    shard: PathBuf,
 }
 
 /// Finds the shard file whose dataset manifest (`manifest.json` beside it) lists `sha` for

@@ -523,22 +523,31 @@ pub async fn run_demo(opts: &DemoOptions, anvil: &Anvil) -> Result<(DemoOutcome,
         job,
         dir: node_dirs[0].clone(),
         policy: Some(prepared.policy.clone()),
-        // Replaying a sealed job's rounds needs the key (not yet: `conclave audit --key`).
-        replay: if sealed.is_some() { 0 } else { opts.replay },
-        data: abs(&opts.cache)?,
+        replay: opts.replay,
+        // A sealed job's replays open the round with the customer's key, from the sealed
+        // dataset.
+        data: match &sealed {
+            Some(s) => s.sealed.clone(),
+            None => abs(&opts.cache)?,
+        },
         enclave_program: opts
             .enclave
             .clone()
             .unwrap_or_else(crate::enclave::default_enclave_program),
         now: crate::operator::now(),
+        key: sealed.as_ref().map(|s| s.key.clone()),
     };
     outcome.audit_command = format!(
-        "conclave audit --rpc {} --contract {} --job {job} --checkpoints {} --policy {} --replay {}",
+        "conclave audit --rpc {} --contract {} --job {job} --checkpoints {} --policy {} --replay {}{}",
         input.rpc,
         input.contract,
         input.dir.display(),
         policy_path.display(),
-        if sealed.is_some() { 0 } else { opts.replay }
+        opts.replay,
+        match &input.key {
+            Some(k) => format!(" --key {} --data {}", k.display(), input.data.display()),
+            None => String::new(),
+        }
     );
     write_atomic(
         &out.join("demo.json"),
