@@ -21,6 +21,11 @@ seed() { # target -> seed corpus folder
       for f in "$vectors"/tdx/dcap-qvl/tdx_quote; do [ -f "$f" ] && { printf '\x00'; cat "$f"; } > "$dir/tdx-$(basename "$f")"; done
       for f in "$vectors"/snp/go-sev-guest-debug/attestation.bin; do [ -f "$f" ] && { printf '\x01'; cat "$f"; } > "$dir/snp-$(basename "$f")"; done
       true ;;
+    key_release) # a request of the right shape, a challenge, a sealed-dataset index
+      z=0000000000000000000000000000000000000000000000000000000000000000
+      printf '{"sealing_id":"%s","nonce":"%s","public_key":"%s","evidence":"Q05WRVYx"}' $z $z $z > "$dir/request.json"
+      printf '{"sealing_id":"%s","nonce":"%s","ttl_s":300}' $z $z > "$dir/challenge.json"
+      printf '{"version":1,"sealing_id":"%s","key_check":"%s","files":[{"name":"manifest.json","plaintext_sha256":"%s","ciphertext_sha256":"%s","size":2}]}' $z $z $z $z > "$dir/index.json" ;;
   esac
   echo "$dir"
 }
