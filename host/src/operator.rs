@@ -637,7 +637,7 @@ pub fn attest_operator(job: &PreparedJob, started: Started) -> Result<Operator> 
 }
 
 /// The sealed job's sealing id.
-fn sealing_id(job: &PreparedJob) -> Result<Hash32> {
+pub(crate) fn sealing_id(job: &PreparedJob) -> Result<Hash32> {
     Ok(job
         .doc
         .sealing
@@ -648,7 +648,7 @@ fn sealing_id(job: &PreparedJob) -> Result<Hash32> {
 
 /// The enclave's key request for `nonce` (its evidence binds a fresh key to the job's sealing id
 /// and the nonce).
-fn key_request(op: &mut Operator, sealing_id: Hash32, nonce: Nonce) -> Result<Vec<u8>> {
+pub(crate) fn key_request(op: &mut Operator, sealing_id: Hash32, nonce: Nonce) -> Result<Vec<u8>> {
     match op
         .channel
         .call(&Request::KeyRequest { sealing_id, nonce })?
@@ -659,7 +659,7 @@ fn key_request(op: &mut Operator, sealing_id: Hash32, nonce: Nonce) -> Result<Ve
 }
 
 /// Hands a wrapped secret to the enclave that asked for it.
-fn key_release(op: &mut Operator, wrapped: Vec<u8>) -> Result<()> {
+pub(crate) fn key_release(op: &mut Operator, wrapped: Vec<u8>) -> Result<()> {
     match op.channel.call(&Request::KeyRelease {
         wrapped: Blob(wrapped),
     })? {

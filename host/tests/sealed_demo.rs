@@ -1,6 +1,7 @@
 //! `conclave demo` sealed (its default): the customer seals the corpus shards under
-//! `<out>/customer/`, serves the key on loopback over TLS, three `conclave node` processes get
-//! it for their enclaves, train two rounds over libp2p and commit on a real anvil; the
+//! `<out>/customer/`, serves the key on loopback over TLS; of three `conclave node` processes,
+//! the first's enclave gets the key from the broker and the others' from a peer enclave over
+//! the operator network; they train two rounds over libp2p and commit on a real anvil; the
 //! customer opens the final model; `conclave audit` passes with the key (replaying a round
 //! opened in the auditor's process) and without it. Then everything
 //! the operators' hosts saw (their folders, the logs, every gossip message they received,
@@ -88,6 +89,17 @@ fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
     assert!(model_path.starts_with(out.join("customer")));
     let model = std::fs::read(&model_path).unwrap();
     assert_eq!(Hash32::sha256(&model).to_string(), o.final_model);
+    // Operator 0's enclave got the key from the customer's broker, the others' from a peer
+    // enclave over the operator network.
+    let log = |i: u32| std::fs::read_to_string(out.join(format!("logs/node-{i}.log"))).unwrap();
+    assert!(log(0).contains("from the customer's broker"), "{}", log(0));
+    for i in 1..3 {
+        assert!(
+            log(i).contains("released by a peer enclave over the network"),
+            "{}",
+            log(i)
+        );
+    }
     let (files, _, sealed) = o.operator_files.unwrap();
     assert!(files > 20 && sealed >= 6, "{files} files, {sealed} sealed");
 

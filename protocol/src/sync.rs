@@ -18,8 +18,8 @@ pub const SYNC_PROTOCOL: &str = "/conclave/sync/1";
 pub const MAX_CHUNK: u32 = 1 << 20;
 /// Largest checkpoint offered (weights bytes).
 pub const MAX_CHECKPOINT: u64 = 16 << 30;
-/// Largest encoded request.
-pub const MAX_SYNC_REQUEST: u64 = 4 * 1024;
+/// Largest encoded request (a key request, with its evidence in base64, is the largest).
+pub const MAX_SYNC_REQUEST: u64 = 384 * 1024;
 /// Largest encoded response (a chunk in base64 in JSON, or a manifest with evidence).
 pub const MAX_SYNC_RESPONSE: u64 = 2 * MAX_CHUNK as u64 + 512 * 1024;
 
@@ -36,6 +36,12 @@ pub enum SyncRequest {
         offset: u64,
         len: u32,
     },
+    /// A challenge for a key request to this peer's enclave: a sealed job's secret, released
+    /// enclave to enclave ([`crate::keyrelease`]). Served by a node whose enclave holds it.
+    KeyChallenge { job_id: JobId },
+    /// A key request ([`crate::keyrelease::KeyRequest`], JSON) for this peer's enclave,
+    /// answering its challenge.
+    KeyRelease { job_id: JobId, request: Blob },
     /// `len` bytes from `offset` of a payload gossiped by reference
     /// ([`crate::gossip::BlobRef`]), named by its SHA-256 (hex).
     Blob {
@@ -69,6 +75,14 @@ pub enum SyncResponse {
     },
     /// The peer has no checkpoint yet (no round closed).
     NoCheckpoint,
+    /// The peer's enclave's challenge for a key request.
+    KeyChallenge {
+        nonce: conclave_attestation::Nonce,
+    },
+    /// The job secret wrapped to the requesting enclave's key.
+    KeyReleased {
+        wrapped: Blob,
+    },
     /// The request was refused (another job, a step not held, a range out of bounds).
     Refused {
         reason: String,
@@ -79,7 +93,17 @@ impl SyncRequest {
     /// Bounds a request before it is served.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            SyncRequest::Latest { .. } => Ok(()),
+            SyncRequest::Latest { .. } | SyncRequest::KeyChallenge { .. } => Ok(()),
+            SyncRequest::KeyRelease { request, .. } => {
+                if request.0.len() > crate::keyrelease::MAX_KEY_REQUEST {
+                    return Err(format!(
+                        "a key request of {} bytes (at most {})",
+                        request.0.len(),
+                        crate::keyrelease::MAX_KEY_REQUEST
+                    ));
+                }
+                Ok(())
+            }
             SyncRequest::Chunk { len, offset, .. } | SyncRequest::Blob { len, offset, .. } => {
                 if *len == 0 || *len > MAX_CHUNK {
                     return Err(format!("chunk length {len} (1 to {MAX_CHUNK})"));

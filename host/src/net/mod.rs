@@ -197,6 +197,8 @@ pub struct Net {
     pub offer: Option<Offer>,
     /// Answers to our sync requests, by request.
     answers: HashMap<OutboundRequestId, Result<SyncResponse, String>>,
+    /// Key requests for this node's enclave, waiting for the node.
+    key_requests: Vec<sync::KeyRequestIn>,
     /// Our payloads gossiped by reference, by SHA-256, with their round.
     pub blobs: HashMap<Hash32, (u64, Vec<u8>)>,
     /// Updates being fetched by reference (at most [`MAX_FETCHES`]), by their outstanding
@@ -225,6 +227,7 @@ impl Net {
             clock: crate::operator::now,
             offer: None,
             answers: HashMap::new(),
+            key_requests: Vec::new(),
             blobs: HashMap::new(),
             fetches: HashMap::new(),
             fetch_queue: VecDeque::new(),

@@ -46,6 +46,7 @@ pub fn chunk_response_max(len: u32) -> u64 {
 pub fn response_max(req: &SyncRequest) -> u64 {
     match req {
         SyncRequest::Latest { .. } => wire::MAX_SYNC_RESPONSE,
+        SyncRequest::KeyChallenge { .. } | SyncRequest::KeyRelease { .. } => 64 * 1024,
         SyncRequest::Chunk { len, .. } | SyncRequest::Blob { len, .. } => {
             chunk_response_max(*len).min(wire::MAX_SYNC_RESPONSE)
         }
@@ -262,7 +263,9 @@ impl Offer {
         }
         let (SyncRequest::Latest { job_id }
         | SyncRequest::Chunk { job_id, .. }
-        | SyncRequest::Blob { job_id, .. }) = req;
+        | SyncRequest::Blob { job_id, .. }
+        | SyncRequest::KeyChallenge { job_id }
+        | SyncRequest::KeyRelease { job_id, .. }) = req;
         if job_id != job {
             return refused(format!("this node serves job {job}"));
         }
@@ -308,11 +311,38 @@ impl Offer {
                 }
             }
             SyncRequest::Blob { .. } => refused("no payload held".into()),
+            SyncRequest::KeyChallenge { .. } | SyncRequest::KeyRelease { .. } => {
+                refused("key requests are served by the node's enclave".into())
+            }
         }
     }
 }
 
+/// Key requests queued at most (each costs the enclave an appraisal).
+pub const MAX_KEY_REQUESTS: usize = 16;
+
+/// A key request waiting for the node's enclave.
+pub type KeyRequestIn = (
+    PeerId,
+    SyncRequest,
+    request_response::ResponseChannel<SyncResponse>,
+);
+
 impl Net {
+    /// The key requests received since the last call.
+    pub fn take_key_requests(&mut self) -> Vec<KeyRequestIn> {
+        std::mem::take(&mut self.key_requests)
+    }
+
+    /// Answers a queued request.
+    pub fn respond(
+        &mut self,
+        channel: request_response::ResponseChannel<SyncResponse>,
+        resp: SyncResponse,
+    ) {
+        let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp);
+    }
+
     pub(super) fn on_sync(&mut self, ev: request_response::Event<SyncRequest, SyncResponse>) {
         use request_response::{Event, Message};
         match ev {
@@ -324,6 +354,29 @@ impl Net {
                     },
                 ..
             } => {
+                // Key requests come from enclaves not yet in the job (they have no key to load
+                // it with): queued for the node to put to its enclave, which appraises them.
+                if let SyncRequest::KeyChallenge { job_id }
+                | SyncRequest::KeyRelease { job_id, .. } = &request
+                {
+                    let refused = |reason: String| SyncResponse::Refused { reason };
+                    let resp = if let Err(e) = request.check() {
+                        Some(refused(e))
+                    } else if *job_id != self.state.view.job {
+                        Some(refused("another job".into()))
+                    } else if self.key_requests.len() >= MAX_KEY_REQUESTS {
+                        Some(refused("busy: too many key requests queued".into()))
+                    } else {
+                        None
+                    };
+                    match resp {
+                        Some(r) => {
+                            let _ = self.swarm.behaviour_mut().sync.send_response(channel, r);
+                        }
+                        None => self.key_requests.push((peer, request, channel)),
+                    }
+                    return;
+                }
                 // Only operators of the job may fetch checkpoints.
                 let known = self.state.peers.values().any(|p| p.peer_id == peer);
                 let resp = if !known {

@@ -16,6 +16,7 @@
 //! `tracing`.
 
 mod catchup;
+mod keyshare;
 mod onchain;
 mod report;
 
@@ -36,7 +37,9 @@ pub use report::{NodeEvent, NodeSummary};
 use crate::config::NodeConfig;
 use crate::net::state::MAX_UPDATE_ENVELOPE;
 use crate::net::{JobView, Net, Offer, State};
-use crate::operator::{Operator, launch_operator, prepare_job};
+use crate::operator::{
+    Operator, hello_operator, launch_operator, load_job, prepare_job, start_enclave,
+};
 use crate::round::{
     Action, Barrier, Observed, RoundRules, checkpoint_after, select_set, sync_source,
 };
@@ -114,16 +117,34 @@ async fn run_node_async(
     // hash the enclaves' statements name).
     crate::store::write_atomic(&store.document(), &job.document)?;
     let started = std::time::Instant::now();
-    let mut own = launch_operator(&job, me, &store, None).context("our own enclave")?;
+    let mut own = if job.doc.sealing.is_some() && job.key_broker.is_none() {
+        // A sealed job without a broker here: the key comes from a peer enclave.
+        let started = start_enclave(&job, me, &store, None).context("our own enclave")?;
+        let mut op = hello_operator(&job, started).context("our own enclave")?;
+        let bootstrap: Vec<Multiaddr> = cfg
+            .node
+            .bootstrap
+            .iter()
+            .map(|b| b.parse())
+            .collect::<Result<_, _>>()?;
+        keyshare::key_from_network(
+            &job,
+            &mut op,
+            &bootstrap,
+            store.equivocation_dir(),
+            Duration::from_secs(cfg.node.announce_timeout_s),
+        )
+        .await?;
+        load_job(&job, &mut op)?;
+        op
+    } else {
+        launch_operator(&job, me, &store, None).context("our own enclave")?
+    };
     events(NodeEvent::Attested {
         tee: own.tee.clone(),
         measurement: own.accepted.measurement().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     });
-    let onchain = match &cfg.chain {
-        Some(c) => Some(onchain::join_chain(c, &jobcfg, &job, &mut own, &store, events).await?),
-        None => None,
-    };
 
     // The network.
     let view = JobView {
@@ -140,6 +161,12 @@ async fn run_node_async(
     let mut net = Net::new(keypair, state, store.equivocation_dir())?;
     info!("operator {me}: peer id {}", net.local_peer_id());
     net.listen(cfg.node.listen.parse()?).await?;
+    let onchain = match &cfg.chain {
+        Some(c) => {
+            Some(onchain::join_chain(c, &jobcfg, &job, &mut own, &store, &mut net, events).await?)
+        }
+        None => None,
+    };
     let account = onchain.as_ref().map(|oc| oc.chain.account.to_string());
     announce_and_wait(&mut net, cfg, &mut own, account).await?;
     // With a chain, every peer's enclave key must be registered on chain by the account its
@@ -239,7 +266,10 @@ async fn announce_and_wait(
         }
         net.publish_own(&announce)?;
         let step = (Instant::now() + Duration::from_secs(1)).min(deadline);
-        if net.pump_while(step, |s| s.all_announced()).await {
+        let all = net.pump_while(step, |s| s.all_announced()).await;
+        // Peers still waiting for a sealed job's key ask our enclave meanwhile.
+        keyshare::serve_key_requests(net, own);
+        if all {
             break;
         }
         if Instant::now() >= deadline {
@@ -292,6 +322,9 @@ impl Run<'_> {
     /// Runs `round`; returns the next round to run.
     async fn round(&mut self, round: u64, events: &mut dyn FnMut(NodeEvent)) -> Result<u64> {
         self.net.state.round = round;
+        if let Some(own) = self.own.as_mut() {
+            keyshare::serve_key_requests(&mut self.net, own);
+        }
         let update =
             call_signed(&mut self.net, &mut self.own, Request::TrainRound { round }).await?;
         self.own()?

@@ -67,6 +67,7 @@ pub(super) async fn join_chain(
     prepared: &PreparedJob,
     own: &mut Operator,
     store: &JobStore,
+    net: &mut crate::net::Net,
     events: &mut dyn FnMut(NodeEvent),
 ) -> Result<OnChain> {
     let key_hex = std::env::var(&c.key_env).with_context(|| {
@@ -212,7 +213,14 @@ pub(super) async fn join_chain(
                 job.minOperators
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Meanwhile the network runs: operators whose enclaves still need a sealed job's key
+        // (to load the job and register) ask ours.
+        net.pump_while(
+            tokio::time::Instant::now() + Duration::from_millis(500),
+            |_| false,
+        )
+        .await;
+        super::keyshare::serve_key_requests(net, own);
     }
     Ok(OnChain {
         terms: JobTerms {
