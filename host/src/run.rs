@@ -39,6 +39,8 @@ pub struct RunSummary {
 /// What a run reports as it goes (the API and metrics follow it).
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The job is prepared: whether it is sealed.
+    Prepared { sealed: bool },
     Attested {
         operator: u32,
         address: String,
@@ -89,6 +91,9 @@ pub fn run_local_with(cfg: &OperatorConfig, events: &mut dyn FnMut(Event)) -> Re
     // hash the enclaves' statements name).
     crate::store::write_atomic(&store.document(), &job.document)?;
     let domain = job.domain.clone();
+    events(Event::Prepared {
+        sealed: job.doc.sealing.is_some(),
+    });
 
     // Every operator: launch, hello, appraise, load the job (from the job's initial model).
     // All started, then attested in parallel (guests boot at once).

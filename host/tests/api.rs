@@ -299,6 +299,14 @@ fn every_route_answers_and_a_posted_job_runs() {
     };
     hit.insert("/v1/jobs/{id}");
     assert_eq!(job["rounds_done"], 2);
+    // A job in the clear says so.
+    assert_eq!(job["sealed"], false);
+    assert!(
+        job["sealing"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("NOT SEALED")),
+        "{job}"
+    );
     assert_eq!(get(a, "/v1/jobs/xyz").status, 404);
     assert_eq!(get(a, &format!("/v1/jobs/{}", "ab".repeat(32))).status, 404);
     assert_eq!(get(a, "/v1/jobs").json().as_array().unwrap().len(), 1);

@@ -49,6 +49,11 @@ pub struct Job {
     pub model_hash: Option<String>,
     pub last_loss: Option<f64>,
     pub error: Option<String>,
+    /// Whether the job is sealed (its data, updates and model readable only inside attested
+    /// enclaves); known once the job is prepared.
+    pub sealed: bool,
+    /// What sealing means for this job, in words (`NOT SEALED: ...` for a job in the clear).
+    pub sealing: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

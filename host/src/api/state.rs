@@ -89,6 +89,8 @@ impl JobEntry {
                 model_hash: None,
                 last_loss: None,
                 error: None,
+                sealed: false,
+                sealing: crate::operator::sealing_line(false).to_string(),
             },
             dir,
         }
@@ -196,6 +198,12 @@ impl Shared {
     pub fn event(&self, id: &str, ev: Event) {
         let mut g = self.lock();
         match ev {
+            Event::Prepared { sealed } => {
+                if let Some(e) = g.jobs.get_mut(id) {
+                    e.job.sealed = sealed;
+                    e.job.sealing = crate::operator::sealing_line(sealed).to_string();
+                }
+            }
             Event::Attested {
                 operator,
                 address,
