@@ -18,10 +18,11 @@ fn sinks() -> &'static Mutex<HashMap<&'static str, Option<std::fs::File>>> {
     SINKS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Appends `record` to the file `var` names, if it names one.
-pub fn record(var: &'static str, record: &[u8]) {
-    let Ok(mut map) = sinks().lock() else {
-        return;
+/// Runs `f` on the file `var` names (opened once, on first use), if it names one.
+fn with_sink<T>(var: &'static str, f: impl FnOnce(Option<&mut std::fs::File>) -> T) -> T {
+    let mut map = match sinks().lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
     };
     let sink = map.entry(var).or_insert_with(|| {
         let path = std::env::var_os(var)?;
@@ -31,12 +32,20 @@ pub fn record(var: &'static str, record: &[u8]) {
             .open(path)
             .ok()
     });
-    if let Some(f) = sink {
-        let _ = f.write_all(record);
-    }
+    f(sink.as_mut())
 }
 
-/// Whether `var` is set (so callers skip encoding when it is not).
+/// Appends `record` to the file `var` names, if it names one.
+pub fn record(var: &'static str, record: &[u8]) {
+    with_sink(var, |f| {
+        if let Some(f) = f {
+            let _ = f.write_all(record);
+        }
+    });
+}
+
+/// Whether `var` names a capture file (so callers skip encoding when it does not; the
+/// environment is read once).
 pub fn on(var: &'static str) -> bool {
-    std::env::var_os(var).is_some()
+    with_sink(var, |f| f.is_some())
 }

@@ -184,6 +184,38 @@ pub fn seal_dataset(input: &Path, out: &Path, key_out: &Path) -> Result<SealedOu
     })
 }
 
+/// Opens a sealed checkpoint's weights (`sealed`, as stored) with the job secret, checking
+/// them against their manifest: the stored file's hash against its sealed hash, then the AEAD,
+/// then the plaintext against its model hash.
+pub fn open_checkpoint(
+    secret: &JobSecret,
+    sealing_id: &Hash32,
+    manifest: &conclave_protocol::CheckpointManifest,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let sealed_hash = manifest
+        .sealed_hash
+        .context("the checkpoint is not sealed (its manifest names no sealed hash)")?;
+    let got = Hash32::sha256(sealed);
+    if got != sealed_hash {
+        bail!("the sealed weights hash to {got}, their signed manifest names {sealed_hash}");
+    }
+    let plain = secret.open(
+        &sealing_id.0,
+        conclave_protocol::seal::Kind::Checkpoint,
+        manifest.step,
+        sealed,
+    )?;
+    let model = Hash32::sha256(&plain);
+    if model != manifest.model_hash {
+        bail!(
+            "the opened weights hash to {model}, their signed manifest names {}",
+            manifest.model_hash
+        );
+    }
+    Ok(plain)
+}
+
 /// Reads a sealed dataset's index (for the job document: its sealing id, key check and root).
 pub fn read_sealed_index(dir: &Path) -> Result<SealedDataset> {
     let p = dir.join(INDEX_FILE);
@@ -191,6 +223,9 @@ pub fn read_sealed_index(dir: &Path) -> Result<SealedDataset> {
         .with_context(|| format!("reading the sealed dataset index {}", p.display()))?;
     SealedDataset::parse(&bytes).with_context(|| p.display().to_string())
 }
+
+/// Releases and refusals the broker keeps in memory.
+pub const MAX_RECORDS: usize = 1024;
 
 /// One release the broker made or refused.
 #[derive(Debug, Clone, Serialize)]
@@ -256,6 +291,11 @@ impl Broker {
             let resp = release(secret, &req, &acc)?;
             Ok((resp, acc.evidence_hash()))
         })();
+        // The log keeps the last releases and refusals: a client that floods requests does
+        // not grow it without bound.
+        if self.records.len() >= MAX_RECORDS {
+            self.records.remove(0);
+        }
         self.records.push(BrokerRecord {
             at: now.0,
             sealing_id: req.sealing_id,

@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use conclave_attestation::Policy;
-use conclave_host::keys::{Broker, KeyFile, TlsIdentity, seal_dataset, serve_tls};
+use conclave_host::keys::{Broker, KeyFile, TlsIdentity, open_checkpoint, seal_dataset, serve_tls};
 use conclave_host::store::{read_bounded, write_atomic};
-use conclave_protocol::seal::Kind;
 use conclave_protocol::{CheckpointManifest, Hash32, Signed, Statement};
 
 #[derive(Subcommand)]
@@ -168,28 +167,11 @@ pub fn checkpoint(c: CheckpointCommand) -> Result<ExitCode> {
                 None => manifest_beside(&input)?,
             };
             let m = open_manifest(&mpath)?;
-            let sealed_hash = m
-                .sealed_hash
-                .with_context(|| format!("{}: the checkpoint is not sealed", mpath.display()))?;
             let sealed =
                 std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
-            let got = Hash32::sha256(&sealed);
-            if got != sealed_hash {
-                bail!(
-                    "{} hashes to {got}, the signed manifest names {sealed_hash}",
-                    input.display()
-                );
-            }
-            let plain = secret
-                .open(&kf.sealing_id.0, Kind::Checkpoint, m.step, &sealed)
-                .with_context(|| format!("opening {}", input.display()))?;
-            let model = Hash32::sha256(&plain);
-            if model != m.model_hash {
-                bail!(
-                    "the opened model hashes to {model}, the signed manifest names {}",
-                    m.model_hash
-                );
-            }
+            let plain = open_checkpoint(&secret, &kf.sealing_id, &m, &sealed)
+                .with_context(|| format!("{} (manifest {})", input.display(), mpath.display()))?;
+            let model = m.model_hash;
             if let Some(e) = expect
                 && e != model
             {

@@ -20,13 +20,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use base64::Engine as _;
 use conclave_attestation::Policy;
 use conclave_attestation::sim::default_sim_measurement;
-use conclave_protocol::seal::{JobSecret, Kind};
-use conclave_protocol::{Signed, Statement, UpdatePayload};
 
-use common::{Needles, enclave_program, files_under, root, shard_tokens};
+use common::{
+    Needles, customer_spec, decoded_capture, enclave_program, files_under, leaks, root,
+    sealed_update_needles, shard_tokens, update_bodies,
+};
 
 const JOB_TOML: &str = "seed = 5\nreplicas = 2\ndevice = \"cpu\"\nthreads = 1\n\
     [model]\nlayers = 1\nheads = 2\nwidth = 32\ncontext = 32\n\
@@ -46,38 +46,14 @@ fn host_view(dirs: &[&Path], log: &Path, capture: &Path) -> Vec<(String, Vec<u8>
         .filter_map(|p| Some((p.display().to_string(), std::fs::read(&p).ok()?)))
         .collect();
     out.push((log.display().to_string(), std::fs::read(log).unwrap()));
-    let cap = std::fs::read_to_string(capture).unwrap();
-    let mut decoded = Vec::new();
-    fn walk(v: &serde_json::Value, out: &mut Vec<u8>) {
-        match v {
-            serde_json::Value::String(s) => {
-                if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(s) {
-                    out.extend_from_slice(&b);
-                    out.push(0);
-                }
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    let mut frames = 0;
-    for line in cap.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        walk(&v, &mut decoded);
-        frames += 1;
-    }
+    let (decoded, frames) = decoded_capture(capture);
     assert!(frames > 10, "the capture holds {frames} frames");
     out.push((format!("{} (decoded)", capture.display()), decoded));
-    out.push((capture.display().to_string(), cap.into_bytes()));
+    out.push((
+        capture.display().to_string(),
+        std::fs::read(capture).unwrap(),
+    ));
     out
-}
-
-fn leaks(needles: &Needles, view: &[(String, Vec<u8>)]) -> Vec<String> {
-    view.iter()
-        .filter(|(_, b)| needles.found_in(b))
-        .map(|(n, _)| n.clone())
-        .collect()
 }
 
 struct Run {
@@ -143,19 +119,7 @@ fn a_sealed_run_leaks_no_plaintext_to_the_host_and_the_customer_opens_the_model(
     // The customer: published facts and the prepared dataset, in its own folder.
     let customer = d.join("customer");
     std::fs::create_dir_all(&customer).unwrap();
-    let o = Command::new(enclave_program())
-        .args(["spec", "--config"])
-        .arg(d.join("job.toml"))
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--cache")
-        .arg(customer.join("cache"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::write(customer.join("published.json"), &o.stdout).unwrap();
-    let published: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let dataset = PathBuf::from(published["dataset_dir"].as_str().unwrap());
+    let (_, dataset) = customer_spec(&d.join("job.toml"), &customer);
 
     let sealed = d.join("sealed");
     let key = customer.join("key.json");
@@ -301,40 +265,9 @@ fn a_sealed_run_leaks_no_plaintext_to_the_host_and_the_customer_opens_the_model(
     }
     let mut weights_n = Needles::default();
     weights_n.add(&plain_model, 4);
-    let (kf, secret): (serde_json::Value, JobSecret) = {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
-        let raw: [u8; 32] = hex::decode(v["secret"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        (v, JobSecret::from_bytes(raw))
-    };
-    let sealing_id: [u8; 32] = hex::decode(kf["sealing_id"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut updates = Needles::default();
     let mut update_files = Vec::new();
     files_under(&run.store, &mut update_files);
-    let mut opened = 0;
-    for p in update_files
-        .iter()
-        .filter(|p| p.to_string_lossy().contains("update"))
-    {
-        let bytes = std::fs::read(p).unwrap();
-        let Ok(env) = Signed::<UpdatePayload>::decode_envelope(&bytes) else {
-            continue;
-        };
-        if env.kind != "update" {
-            continue;
-        }
-        let u = UpdatePayload::from_payload(&env.payload).unwrap();
-        let plain = secret
-            .open(&sealing_id, Kind::Update, u.round, &u.body)
-            .unwrap();
-        updates.add(&plain, 1);
-        opened += 1;
-    }
+    let (updates, opened) = sealed_update_needles(&update_files, &key);
     assert!(opened >= 2, "{opened} sealed updates opened");
     assert!(tokens.len() > 1000 && weights_n.len() > 1000 && updates.len() > 100);
 
@@ -361,16 +294,8 @@ fn a_sealed_run_leaks_no_plaintext_to_the_host_and_the_customer_opens_the_model(
     let mut plain_updates = Needles::default();
     let mut files = Vec::new();
     files_under(&plain.store, &mut files);
-    for p in files
-        .iter()
-        .filter(|p| p.to_string_lossy().contains("update"))
-    {
-        let bytes = std::fs::read(p).unwrap();
-        if let Ok(env) = Signed::<UpdatePayload>::decode_envelope(&bytes)
-            && env.kind == "update"
-        {
-            plain_updates.add(&UpdatePayload::from_payload(&env.payload).unwrap().body, 1);
-        }
+    for (_, body) in update_bodies(&files) {
+        plain_updates.add(&body, 1);
     }
     let mut plain_weights = Needles::default();
     let mut cps = Vec::new();

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use conclave_host::audit::{AuditInput, audit};
 use conclave_host::chain::Anvil;
 use conclave_host::demo::{DemoOptions, run_demo};
-use conclave_protocol::seal::{JobSecret, Kind};
-use conclave_protocol::{Hash32, Signed, Statement, UpdatePayload};
+use conclave_protocol::Hash32;
 
-use common::{Needles, enclave_program, files_under, root, shard_tokens};
+use common::{
+    Needles, enclave_program, files_under, leaks, root, sealed_update_needles, shard_tokens,
+};
 
 #[test]
 fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
@@ -105,17 +106,6 @@ fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
 
     // The needles: the shards the customer prepared, the model it opened, the updates (opened
     // with its key).
-    let key: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("customer/key.json")).unwrap()).unwrap();
-    let raw: [u8; 32] = hex::decode(key["secret"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let secret = JobSecret::from_bytes(raw);
-    let sealing_id: [u8; 32] = hex::decode(key["sealing_id"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
     let published: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("customer/published.json")).unwrap())
             .unwrap();
@@ -128,28 +118,12 @@ fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
     }
     let mut weights = Needles::default();
     weights.add(&model, 4);
-    let mut updates = Needles::default();
     let mut seen = Vec::new();
     for d in &o.node_dirs {
         files_under(d, &mut seen);
     }
     files_under(&out.join("logs"), &mut seen);
-    let mut opened = 0;
-    for p in &seen {
-        let bytes = std::fs::read(p).unwrap();
-        if let Ok(env) = Signed::<UpdatePayload>::decode_envelope(&bytes)
-            && env.kind == "update"
-        {
-            let u = UpdatePayload::from_payload(&env.payload).unwrap();
-            updates.add(
-                &secret
-                    .open(&sealing_id, Kind::Update, u.round, &u.body)
-                    .unwrap(),
-                1,
-            );
-            opened += 1;
-        }
-    }
+    let (updates, opened) = sealed_update_needles(&seen, &out.join("customer/key.json"));
     assert!(opened >= 6, "{opened} updates opened");
 
     let gossip = std::fs::read(&capture).unwrap();
@@ -168,11 +142,7 @@ fn the_sealed_demo_keeps_data_updates_and_model_from_the_hosts() {
         ("weights", &weights),
         ("updates", &updates),
     ] {
-        let leaks: Vec<&String> = hay
-            .iter()
-            .filter(|(_, b)| n.found_in(b))
-            .map(|(p, _)| p)
-            .collect();
+        let leaks = leaks(n, &hay);
         assert!(leaks.is_empty(), "{what} in the clear in {leaks:?}");
     }
 }

@@ -37,19 +37,7 @@ fn image() -> &'static Path {
     static IMAGE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, dir) = IMAGE.get_or_init(|| {
         let scratch = tempfile::tempdir_in(root().join("target")).unwrap();
-        let dir = scratch.path().join("image");
-        let o = conclave()
-            .args(["image", "build", "--json", "--out"])
-            .arg(&dir)
-            .arg("--inputs")
-            .arg(root().join(".image-inputs"))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "image build failed (run scripts/setup-image.sh): {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let dir = common::build_image(scratch.path());
         (scratch, dir)
     });
     dir

@@ -7,17 +7,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine as _;
-use common::{Needles, enclave_program, files_under, root, shard_tokens};
+use common::{
+    Needles, build_image, customer_spec, decoded_capture, enclave_program, files_under, leaks,
+    root, sealed_update_needles, shard_tokens,
+};
 use conclave_host::config::JobSection;
 use conclave_host::enclave::{Launch, VmLaunch};
 use conclave_host::keys::{Broker, KeyFile, spawn_broker};
 use conclave_host::operator::prepare_job;
-use conclave_protocol::seal::Kind;
-use conclave_protocol::{Hash32, Signed, Statement, UpdatePayload};
+use conclave_protocol::Hash32;
 
 const JOB: &str = "seed = 3\nreplicas = 2\ndevice = \"cpu\"\nthreads = 1\n\
      [model]\nlayers = 1\nheads = 2\nwidth = 32\ncontext = 32\n\
@@ -29,46 +29,16 @@ fn conclave() -> Command {
     Command::new(env!("CARGO_BIN_EXE_conclave"))
 }
 
-fn build_image(scratch: &Path) -> PathBuf {
-    let dir = scratch.join("image");
-    let o = conclave()
-        .args(["image", "build", "--json", "--out"])
-        .arg(&dir)
-        .arg("--inputs")
-        .arg(root().join(".image-inputs"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "image build failed (run scripts/setup-image.sh): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    dir
-}
-
 #[test]
 fn a_sealed_job_in_guests_shows_the_host_only_ciphertext() {
     let scratch = tempfile::tempdir_in(root().join("target")).unwrap();
     let image = build_image(scratch.path());
     let d = scratch.path();
     std::fs::write(d.join("job.toml"), JOB).unwrap();
-    let corpus = root().join(".data/moby-dick/package");
 
     // The customer: facts, dataset, sealed copy, key.
     let customer = d.join("customer");
-    let o = Command::new(enclave_program())
-        .args(["spec", "--config"])
-        .arg(d.join("job.toml"))
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--cache")
-        .arg(customer.join("cache"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::write(customer.join("published.json"), &o.stdout).unwrap();
-    let published: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let dataset = PathBuf::from(published["dataset_dir"].as_str().unwrap());
+    let (_, dataset) = customer_spec(&d.join("job.toml"), &customer);
     let sealed = d.join("sealed");
     let key = customer.join("key.json");
     conclave_host::keys::seal_dataset(&dataset, &sealed, &key).unwrap();
@@ -89,11 +59,7 @@ fn a_sealed_job_in_guests_shows_the_host_only_ciphertext() {
     assert_eq!(prepared.policy.measurements.len(), 1);
     let (kf, secret) = KeyFile::read(&key).unwrap();
     let mut broker = Broker::new();
-    broker.add(
-        kf.sealing_id,
-        conclave_protocol::seal::JobSecret::from_bytes(*secret.expose()),
-        prepared.policy.clone(),
-    );
+    broker.add(kf.sealing_id, secret, prepared.policy.clone());
     let handle = spawn_broker("127.0.0.1:0", broker).unwrap();
     std::fs::write(customer.join("broker.pem"), &handle.cert_pem).unwrap();
 
@@ -176,57 +142,21 @@ fn a_sealed_job_in_guests_shows_the_host_only_ciphertext() {
     let mut files = Vec::new();
     files_under(&store, &mut files);
     files_under(&cache, &mut files);
-    let mut updates = Needles::default();
-    for p in &files {
-        let bytes = std::fs::read(p).unwrap();
-        if let Ok(env) = Signed::<UpdatePayload>::decode_envelope(&bytes)
-            && env.kind == "update"
-        {
-            let u = UpdatePayload::from_payload(&env.payload).unwrap();
-            updates.add(
-                &secret
-                    .open(&kf.sealing_id.0, Kind::Update, u.round, &u.body)
-                    .unwrap(),
-                1,
-            );
-        }
-    }
+    let (updates, _) = sealed_update_needles(&files, &key);
     let mut hay: Vec<(String, Vec<u8>)> = files
         .iter()
         // The dataset disk holds the sealed files (and the guest's verity tree): ciphertext.
         .map(|p| (p.display().to_string(), std::fs::read(p).unwrap()))
         .collect();
     hay.push(("log".into(), text.into_bytes()));
-    let cap = std::fs::read_to_string(&capture).unwrap();
-    let mut decoded = Vec::new();
-    for line in cap.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let mut stack = vec![v];
-        while let Some(v) = stack.pop() {
-            match v {
-                serde_json::Value::String(s) => {
-                    if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(&s) {
-                        decoded.extend_from_slice(&b);
-                    }
-                }
-                serde_json::Value::Array(a) => stack.extend(a),
-                serde_json::Value::Object(o) => stack.extend(o.into_iter().map(|(_, v)| v)),
-                _ => {}
-            }
-        }
-    }
-    hay.push(("channel frames".into(), decoded));
+    hay.push(("channel frames".into(), decoded_capture(&capture).0));
     for (what, n) in [
         ("token runs", &tokens),
         ("weights", &weights_n),
         ("updates", &updates),
     ] {
         assert!(n.len() > 50, "{what}: {} needles", n.len());
-        let leaks: Vec<&String> = hay
-            .iter()
-            .filter(|(_, b)| n.found_in(b))
-            .map(|(p, _)| p)
-            .collect();
+        let leaks = leaks(n, &hay);
         assert!(leaks.is_empty(), "{what} in the clear in {leaks:?}");
     }
 }

@@ -173,6 +173,43 @@ impl SealedDataset {
             .ok_or_else(|| SealedDataError::Missing(name.to_string()))
     }
 
+    /// Bytes a sealed file of `size` plaintext bytes has (what to bound a read by).
+    pub fn sealed_len(size: u64) -> u64 {
+        size.saturating_add((crate::seal::HEADER_LEN + crate::seal::TAG_LEN) as u64)
+    }
+
+    /// Opens file `name`'s sealed bytes with `secret`: checks the ciphertext's hash against the
+    /// index (a file the host changed or swapped is named before any decryption), the AEAD, and
+    /// the plaintext's hash and size. Pure: the caller reads the file.
+    pub fn open(
+        &self,
+        secret: &JobSecret,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, SealedDataError> {
+        let (i, f) = self.file(name)?;
+        let bad = |why: String| SealedDataError::File {
+            index: i as usize,
+            why,
+        };
+        let got = Hash32::sha256(sealed);
+        if got != f.ciphertext_sha256 {
+            return Err(bad(format!(
+                "the sealed {name} hashes to {got}, the index says {} (changed by the host?)",
+                f.ciphertext_sha256
+            )));
+        }
+        let plain = secret
+            .open(&self.sealing_id.0, Kind::Shard, i, sealed)
+            .map_err(|e| bad(format!("opening the sealed {name}: {e}")))?;
+        if Hash32::sha256(&plain) != f.plaintext_sha256 || plain.len() as u64 != f.size {
+            return Err(bad(format!(
+                "the sealed {name} opens to bytes that are not the ones the index names"
+            )));
+        }
+        Ok(plain)
+    }
+
     /// The sealed file's name on disk.
     pub fn sealed_name(name: &str) -> String {
         format!("{name}{SEALED_SUFFIX}")

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use conclave_protocol::Hash32;
 use conclave_protocol::dataset::{DatasetManifest, ShardInfo, SplitMix64, merkle_root, shard_hash};
-use conclave_protocol::seal::{self, JobSecret};
+use conclave_protocol::seal::JobSecret;
 use conclave_protocol::sealed_data::{self, SealedDataset};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -224,13 +224,11 @@ impl SealedSource {
     /// Reads sealed file `name` from `dir`, checks its ciphertext hash, opens it and checks
     /// the plaintext's hash and size: a host that swaps, changes or truncates a file is named.
     pub fn open_file(&self, dir: &Path, name: &str) -> Result<Vec<u8>> {
-        let (i, f) = self.index.file(name)?;
+        let (_, f) = self.index.file(name)?;
         let path = dir.join(SealedDataset::sealed_name(name));
         let meta = std::fs::metadata(&path)
             .with_context(|| format!("reading the sealed {name} at {}", path.display()))?;
-        let max = f
-            .size
-            .saturating_add((seal::HEADER_LEN + seal::TAG_LEN) as u64);
+        let max = SealedDataset::sealed_len(f.size);
         if meta.len() != max {
             bail!(
                 "the sealed {name} at {} is {} bytes, the index says {max}",
@@ -240,22 +238,7 @@ impl SealedSource {
         }
         let sealed = std::fs::read(&path)
             .with_context(|| format!("reading the sealed {name} at {}", path.display()))?;
-        let got = Hash32::sha256(&sealed);
-        if got != f.ciphertext_sha256 {
-            bail!(
-                "the sealed {name} hashes to {got}, the index says {} (changed by the host?)",
-                f.ciphertext_sha256
-            );
-        }
-        let plain = self
-            .secret
-            .open(&self.index.sealing_id.0, seal::Kind::Shard, i, &sealed)
-            .with_context(|| format!("opening the sealed {name}"))?;
-        let got = Hash32::sha256(&plain);
-        if got != f.plaintext_sha256 || plain.len() as u64 != f.size {
-            bail!("the sealed {name} opens to bytes that are not the ones the index names");
-        }
-        Ok(plain)
+        Ok(self.index.open(&self.secret, name, &sealed)?)
     }
 }
 

@@ -247,21 +247,8 @@ fn open_sealed_round(
     // The starting checkpoint.
     let sealed = read_bounded(&start.weights, conclave_protocol::sync::MAX_CHECKPOINT)
         .with_context(|| format!("reading {}", start.weights.display()))?;
-    if Some(Hash32::sha256(&sealed)) != start_manifest.sealed_hash {
-        anyhow::bail!(
-            "{} is not the sealed file its manifest names",
-            start.weights.display()
-        );
-    }
-    let weights = secret
-        .open(&id.0, Kind::Checkpoint, start_manifest.step, &sealed)
-        .with_context(|| format!("opening {}", start.weights.display()))?;
-    if Hash32::sha256(&weights) != start_manifest.model_hash {
-        anyhow::bail!(
-            "{} opens to other weights than its manifest names",
-            start.weights.display()
-        );
-    }
+    let weights = crate::keys::open_checkpoint(&secret, &id, start_manifest, &sealed)
+        .with_context(|| format!("{}", start.weights.display()))?;
     std::fs::write(tmp.join("start.safetensors"), &weights)?;
     let mut m = start_manifest.clone();
     m.weights = "start.safetensors".into();
@@ -276,15 +263,12 @@ fn open_sealed_round(
         )
     })?;
     let name = format!("shard-{:04}.bin", x.statement.probe.shard);
-    let (i, f) = index.file(&name)?;
-    let ct = std::fs::read(data.join(SealedDataset::sealed_name(&name)))?;
-    if Hash32::sha256(&ct) != f.ciphertext_sha256 {
-        anyhow::bail!("the sealed {name} is not the one the dataset's index names");
-    }
-    let shard = secret.open(&index.sealing_id.0, Kind::Shard, i, &ct)?;
-    if Hash32::sha256(&shard) != f.plaintext_sha256 {
-        anyhow::bail!("the sealed {name} opens to other bytes than the index names");
-    }
+    let (_, f) = index.file(&name)?;
+    let ct = read_bounded(
+        &data.join(SealedDataset::sealed_name(&name)),
+        SealedDataset::sealed_len(f.size),
+    )?;
+    let shard = index.open(&secret, &name, &ct)?;
     let shard_path = tmp.join(&name);
     std::fs::write(&shard_path, &shard)?;
     Ok(OpenedRound {
